@@ -1,0 +1,106 @@
+//! The numeric kernels the forward pass is made of, behind one small interface.
+//!
+//! `Portable` is plain scalar Rust, the reference. `Simd128` is the same arithmetic in
+//! four-lane vectors, shaped for the IC's instruction metering; it is what the canister
+//! runs. Native tests run both and compare them.
+
+mod lanes;
+pub mod packed;
+mod portable;
+mod simd;
+
+pub use packed::PackedMatrix;
+
+pub trait Kernels {
+    /// `y[t][o] = bias[o] + Σ_i x[t][i]·W[i][o]` for every token row `t` of `x`.
+    fn matmul(&self, w: &PackedMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]);
+    /// `Σ a[i]·b[i]`
+    fn dot(&self, a: &[f32], b: &[f32]) -> f32;
+    /// `y[i] += a·x[i]`
+    fn axpy(&self, y: &mut [f32], a: f32, x: &[f32]);
+}
+
+/// Scalar reference kernels.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Portable;
+
+/// Four-lane vector kernels (wasm simd128 in the canister, emulated natively).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Simd128;
+
+/// The kernels a build uses: SIMD where the target has simd128, scalar otherwise.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub type BestKernels = Simd128;
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub type BestKernels = Portable;
+
+/// Checks the shapes every `matmul` implementation relies on; returns the token count.
+fn matmul_tokens(w: &PackedMatrix, bias: Option<&[f32]>, x: &[f32], y: &[f32]) -> usize {
+    let tokens = x.len() / w.rows();
+    assert!(x.len() == tokens * w.rows(), "matmul: x is not whole rows of {}", w.rows());
+    assert!(y.len() == tokens * w.cols(), "matmul: y has the wrong length");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), w.cols(), "matmul: bias has the wrong length");
+    }
+    tokens
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "at {i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn simd_matmul_equals_portable_for_ragged_shapes() {
+        for (rows, cols, tokens) in [(16, 4, 1), (33, 9, 1), (64, 50, 3), (7, 3, 5), (48, 131, 9)] {
+            let w = PackedMatrix::from_in_out(rows, cols, &noise(rows * cols, 1));
+            let x = noise(rows * tokens, 2);
+            let bias = noise(cols, 3);
+            for b in [None, Some(bias.as_slice())] {
+                let mut y_ref = vec![0.0; cols * tokens];
+                let mut y_simd = vec![0.0; cols * tokens];
+                Portable.matmul(&w, b, &x, &mut y_ref);
+                Simd128.matmul(&w, b, &x, &mut y_simd);
+                assert_close(&y_simd, &y_ref, 1e-5);
+                // Independent check of the reference itself against the plain definition.
+                for t in 0..tokens {
+                    for o in 0..cols {
+                        let want: f32 = b.map_or(0.0, |b| b[o])
+                            + (0..rows).map(|i| x[t * rows + i] * w.get(i, o)).sum::<f32>();
+                        assert!((y_ref[t * cols + o] - want).abs() < 1e-4);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_dot_and_axpy_equal_portable() {
+        for n in [1, 4, 7, 64, 65, 200] {
+            let (a, b) = (noise(n, 4), noise(n, 5));
+            assert_close(&[Simd128.dot(&a, &b)], &[Portable.dot(&a, &b)], 1e-5);
+            let (mut y1, mut y2) = (noise(n, 6), noise(n, 6));
+            Portable.axpy(&mut y1, 0.37, &a);
+            Simd128.axpy(&mut y2, 0.37, &a);
+            assert_close(&y2, &y1, 1e-6);
+        }
+    }
+}

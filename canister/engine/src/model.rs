@@ -1,0 +1,214 @@
+//! The GPT-2 network and its forward pass: one obvious place for each layer.
+
+use crate::config::Config;
+use crate::error::{bad_input, EngineError};
+use crate::kernels::{Kernels, PackedMatrix};
+use crate::kv_cache::KvCache;
+use crate::safetensors::Dtype;
+
+pub struct LayerNorm {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+pub struct Linear {
+    pub weight: PackedMatrix,
+    pub bias: Vec<f32>,
+}
+
+pub struct Block {
+    pub ln_1: LayerNorm,
+    /// Query, key and value projections in one matrix: n_embd -> 3 * n_embd.
+    pub attn_qkv: Linear,
+    pub attn_proj: Linear,
+    pub ln_2: LayerNorm,
+    pub mlp_fc: Linear,
+    pub mlp_proj: Linear,
+}
+
+pub struct Model {
+    pub config: Config,
+    /// How the weights were stored in the file (they are f32 in memory).
+    pub file_dtype: Dtype,
+    /// Token embeddings stored as the LM head (n_embd -> vocab); an embedding is a column.
+    pub wte: PackedMatrix,
+    /// Position embeddings, row-major `[n_ctx][n_embd]`.
+    pub wpe: Vec<f32>,
+    pub blocks: Vec<Block>,
+    pub ln_f: LayerNorm,
+    /// A separate output projection, only when the checkpoint does not tie it to `wte`.
+    pub lm_head: Option<PackedMatrix>,
+}
+
+impl Model {
+    /// Checks that `tokens` can be appended to a cache holding `cached` tokens.
+    pub fn check_tokens(&self, cached: usize, tokens: &[u32]) -> Result<(), EngineError> {
+        let cfg = &self.config;
+        if tokens.is_empty() {
+            return Err(bad_input("no tokens given"));
+        }
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(bad_input(format!(
+                "token id {bad} is out of range: the vocabulary has {} ids (0..{})",
+                cfg.vocab_size,
+                cfg.vocab_size - 1
+            )));
+        }
+        if cached + tokens.len() > cfg.n_ctx {
+            return Err(bad_input(format!(
+                "context is full: {cached} cached + {} new tokens exceeds the model's {} positions",
+                tokens.len(),
+                cfg.n_ctx
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `tokens` at the positions after the cached ones, appends their keys and values
+    /// to `cache`, and returns the final hidden state (after `ln_f`) of the last token.
+    /// On error nothing is changed.
+    pub fn forward<K: Kernels>(
+        &self,
+        k: &K,
+        cache: &mut KvCache,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>, EngineError> {
+        self.check_tokens(cache.len(), tokens)?;
+        let c = self.config.n_embd;
+        let n = tokens.len();
+        let start = cache.len();
+
+        let mut x = vec![0.0f32; n * c];
+        for (t, &tok) in tokens.iter().enumerate() {
+            let row = &mut x[t * c..(t + 1) * c];
+            row.copy_from_slice(&self.wpe[(start + t) * c..(start + t + 1) * c]);
+            for (xi, e) in row.iter_mut().zip(self.wte.column(tok as usize)) {
+                *xi += e;
+            }
+        }
+
+        let mut h = vec![0.0f32; n * c];
+        let mut qkv = vec![0.0f32; n * 3 * c];
+        let mut att = vec![0.0f32; n * c];
+        let mut proj = vec![0.0f32; n * c];
+        let mut fc = vec![0.0f32; n * self.config.n_inner];
+        for (l, block) in self.blocks.iter().enumerate() {
+            layer_norm(&x, &mut h, &block.ln_1, self.config.layer_norm_epsilon);
+            k.matmul(&block.attn_qkv.weight, Some(&block.attn_qkv.bias), &h, &mut qkv);
+            for t in 0..n {
+                let row = &qkv[t * 3 * c..(t + 1) * 3 * c];
+                cache.push(l, &row[c..2 * c], &row[2 * c..]);
+            }
+            self.attention(k, cache, l, start, &qkv, &mut att);
+            k.matmul(&block.attn_proj.weight, Some(&block.attn_proj.bias), &att, &mut proj);
+            add_in_place(&mut x, &proj);
+
+            layer_norm(&x, &mut h, &block.ln_2, self.config.layer_norm_epsilon);
+            k.matmul(&block.mlp_fc.weight, Some(&block.mlp_fc.bias), &h, &mut fc);
+            fc.iter_mut().for_each(|v| *v = gelu(*v));
+            k.matmul(&block.mlp_proj.weight, Some(&block.mlp_proj.bias), &fc, &mut proj);
+            add_in_place(&mut x, &proj);
+        }
+        cache.commit(n);
+
+        let mut out = vec![0.0f32; c];
+        layer_norm(&x[(n - 1) * c..], &mut out, &self.ln_f, self.config.layer_norm_epsilon);
+        Ok(out)
+    }
+
+    /// Causal self-attention of the new tokens (at positions `start..`) over the cache,
+    /// whose layer `l` already holds their own keys and values.
+    fn attention<K: Kernels>(
+        &self,
+        k: &K,
+        cache: &KvCache,
+        l: usize,
+        start: usize,
+        qkv: &[f32],
+        out: &mut [f32],
+    ) {
+        let c = self.config.n_embd;
+        let hs = self.config.head_size();
+        let scale = 1.0 / (hs as f32).sqrt();
+        let (keys, values) = cache.layer(l);
+        let mut scores = Vec::with_capacity(start + out.len() / c);
+        for (t, out_row) in out.chunks_exact_mut(c).enumerate() {
+            let visible = start + t + 1;
+            for head in 0..self.config.n_head {
+                let cols = head * hs..(head + 1) * hs;
+                let q = &qkv[t * 3 * c..][cols.clone()];
+                scores.clear();
+                scores.extend((0..visible).map(|j| k.dot(q, &keys[j * c..][cols.clone()]) * scale));
+                softmax(&mut scores);
+                let o = &mut out_row[cols.clone()];
+                o.fill(0.0);
+                for (j, &a) in scores.iter().enumerate() {
+                    k.axpy(o, a, &values[j * c..][cols.clone()]);
+                }
+            }
+        }
+    }
+
+    /// Next-token logits from a final hidden state.
+    pub fn logits<K: Kernels>(&self, k: &K, hidden: &[f32]) -> Vec<f32> {
+        let head = self.lm_head.as_ref().unwrap_or(&self.wte);
+        let mut logits = vec![0.0f32; self.config.vocab_size];
+        k.matmul(head, None, hidden, &mut logits);
+        logits
+    }
+
+    /// Heap bytes held by the weights.
+    pub fn heap_bytes(&self) -> usize {
+        let f = std::mem::size_of::<f32>();
+        let lin = |l: &Linear| l.weight.heap_bytes() + l.bias.len() * f;
+        let ln = |l: &LayerNorm| (l.weight.len() + l.bias.len()) * f;
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                ln(&b.ln_1) + lin(&b.attn_qkv) + lin(&b.attn_proj) + ln(&b.ln_2)
+                    + lin(&b.mlp_fc)
+                    + lin(&b.mlp_proj)
+            })
+            .sum();
+        self.wte.heap_bytes()
+            + self.wpe.len() * f
+            + blocks
+            + ln(&self.ln_f)
+            + self.lm_head.as_ref().map_or(0, PackedMatrix::heap_bytes)
+    }
+}
+
+/// Normalises each row of `x` (rows of `ln.weight.len()`) into `out`.
+fn layer_norm(x: &[f32], out: &mut [f32], ln: &LayerNorm, eps: f32) {
+    let c = ln.weight.len();
+    for (xr, or) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
+        let mean = xr.iter().sum::<f32>() / c as f32;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for i in 0..c {
+            or[i] = (xr[i] - mean) * inv * ln.weight[i] + ln.bias[i];
+        }
+    }
+}
+
+/// GPT-2's GELU, the tanh approximation ("gelu_new").
+fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
+}
+
+fn softmax(v: &mut [f32]) {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    v.iter_mut().for_each(|x| *x *= inv);
+}
+
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
