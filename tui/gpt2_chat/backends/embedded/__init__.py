@@ -1,1 +1,1 @@
-""""""
+"""The local embedded runtime: the real canister wasm run in-process by wasmtime."""

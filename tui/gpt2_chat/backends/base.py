@@ -1,0 +1,36 @@
+"""What every backend offers: raw Candid calls to one canister, and the errors they raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class BackendError(Exception):
+    """A call could not be made or was rejected; the message is meant for the user."""
+
+
+class InstructionLimitExceeded(BackendError):
+    """The message ran past the IC's per-message instruction limit and was rolled back."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A successful call: the Candid-encoded reply and, where the backend can measure it,
+    the IC instructions the message used."""
+
+    data: bytes
+    instructions: int | None = None
+
+
+class Backend(Protocol):
+    #: How the backend is shown to the user, e.g. "local embedded runtime".
+    description: str
+    #: Whether independent update calls may run concurrently (several upload chunks in flight).
+    parallel_updates: bool
+
+    def query(self, method: str, arg: bytes) -> Reply: ...
+
+    def update(self, method: str, arg: bytes) -> Reply: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,115 @@
+"""The embedded canister's stable memory: a file, changed only when a message succeeds.
+
+During a message, writes go to copies of the touched 64 KiB pages and growth is only
+recorded; `commit` applies them to the memory-mapped file (data pages first, page 0 —
+where the canister keeps its upload record — last, so a process killed mid-commit leaves
+the old record pointing at valid data), and `discard` drops them, which is how a trap
+rolls stable memory back.
+"""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+import numpy as np
+
+PAGE = 64 * 1024
+#: The IC's stable memory limit.
+MAX_BYTES = 500 * 1024**3
+
+
+class StableMemoryError(Exception):
+    """An out-of-bounds access: the canister traps."""
+
+
+class StableMemory:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+        self._file = path.open("r+b")
+        self._committed = path.stat().st_size // PAGE * PAGE
+        self._size = self._committed
+        self._map: mmap.mmap | None = None
+        self._remap()
+        self._dirty: dict[int, bytearray] = {}
+
+    def _remap(self) -> None:
+        if self._map is not None:
+            self._map.close()
+        self._map = mmap.mmap(self._file.fileno(), self._committed) if self._committed else None
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    def grow(self, pages: int) -> int:
+        """Adds `pages` pages; returns the old size in pages, or -1 when over the limit."""
+        old = self._size // PAGE
+        new_size = self._size + pages * PAGE
+        if pages < 0 or new_size > MAX_BYTES:
+            return -1
+        self._size = new_size
+        return old
+
+    def _check(self, offset: int, size: int) -> None:
+        if offset < 0 or size < 0 or offset + size > self._size:
+            raise StableMemoryError(
+                f"stable memory access out of bounds: {offset}+{size} > {self._size}"
+            )
+
+    def read(self, offset: int, size: int) -> np.ndarray:
+        """The bytes at `offset` as a uint8 array (a view of the file where possible)."""
+        self._check(offset, size)
+        end = offset + size
+        if not self._dirty and end <= self._committed and self._map is not None:
+            return np.frombuffer(self._map, dtype=np.uint8, count=size, offset=offset)
+        out = np.zeros(size, dtype=np.uint8)
+        for page in range(offset // PAGE, (end - 1) // PAGE + 1 if size else 0):
+            lo, hi = max(offset, page * PAGE), min(end, (page + 1) * PAGE)
+            src = self._page(page)
+            out[lo - offset : hi - offset] = src[lo - page * PAGE : hi - page * PAGE]
+        return out
+
+    def write(self, offset: int, data: np.ndarray) -> None:
+        size = len(data)
+        self._check(offset, size)
+        end = offset + size
+        for page in range(offset // PAGE, (end - 1) // PAGE + 1 if size else 0):
+            buf = self._dirty.get(page)
+            if buf is None:
+                buf = self._dirty[page] = bytearray(self._page(page))
+            lo, hi = max(offset, page * PAGE), min(end, (page + 1) * PAGE)
+            view = np.frombuffer(buf, dtype=np.uint8)
+            view[lo - page * PAGE : hi - page * PAGE] = data[lo - offset : hi - offset]
+
+    def _page(self, page: int) -> bytes | bytearray | memoryview:
+        dirty = self._dirty.get(page)
+        if dirty is not None:
+            return dirty
+        if (page + 1) * PAGE <= self._committed and self._map is not None:
+            return memoryview(self._map)[page * PAGE : (page + 1) * PAGE]
+        return bytes(PAGE)
+
+    def commit(self) -> None:
+        if self._size > self._committed:
+            self._file.truncate(self._size)
+            self._committed = self._size
+            self._remap()
+        assert self._map is not None or not self._dirty
+        for page in sorted(self._dirty, reverse=True):
+            assert self._map is not None
+            self._map[page * PAGE : (page + 1) * PAGE] = self._dirty[page]
+        self._dirty.clear()
+
+    def discard(self) -> None:
+        self._dirty.clear()
+        self._size = self._committed
+
+    def close(self) -> None:
+        self.discard()
+        if self._map is not None:
+            self._map.flush()
+            self._map.close()
+            self._map = None
+        self._file.close()
