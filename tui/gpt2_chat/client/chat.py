@@ -1,0 +1,217 @@
+"""A conversation with the canister: text in, streamed text out.
+
+The data path of one turn: the user's text is appended to the transcript and tokenized;
+the new tokens are prefilled into the session's KV cache in the canister (as many calls
+as the instruction budget needs); then generate calls each return a few token ids, which
+are decoded together with the earlier ones so multi-byte characters come out whole.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gpt2_chat.client.canister import Gpt2Canister, Sampling
+from gpt2_chat.client.tokenizer import Gpt2Tokenizer
+
+USER_PREFIX = "\n\nUser: "
+MODEL_PREFIX = "\nGPT-2:"
+#: GPT-2 is not chat-tuned: it tends to write the user's next line itself. Stop there.
+STOP_STRINGS = ("\nUser:", "\n\n\n")
+
+
+@dataclass
+class CallStats:
+    kind: str  # "prefill" or "generate"
+    tokens: int
+    instructions: int
+
+
+@dataclass
+class TurnResult:
+    text: str
+    token_ids: list[int]
+    prompt_ids: list[int]
+    stop: str
+    calls: list[CallStats] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def generate_instructions(self) -> int:
+        return sum(c.instructions for c in self.calls if c.kind == "generate")
+
+    @property
+    def tokens_per_second(self) -> float:
+        return len(self.token_ids) / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class ChatSettings:
+    sampling: Sampling = field(default_factory=Sampling)
+    max_new_tokens: int = 64
+    tokens_per_call: int = 8
+    #: Instructions per call; None = the canister's default.
+    instruction_budget: int | None = None
+
+
+class Conversation:
+    """One chat: a canister session plus the transcript it holds."""
+
+    def __init__(
+        self, canister: Gpt2Canister, tokenizer: Gpt2Tokenizer, settings: ChatSettings
+    ) -> None:
+        self.canister = canister
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.session: int | None = None
+        self.n_ctx = 1024
+        #: The session's context, mirrored: every token the canister has cached.
+        self.context: list[int] = []
+        #: Turn boundaries in `context`, so the oldest turns can be dropped.
+        self.turn_starts: list[int] = []
+
+    def reset(self) -> None:
+        if self.session is not None:
+            self.canister.session_delete(self.session)
+        self.session = None
+        self.context = []
+        self.turn_starts = []
+
+    def _ensure_session(self) -> int:
+        if self.session is None:
+            info = self.canister.session_create(self.settings.sampling)
+            self.session, self.n_ctx = info.id, info.n_ctx
+        return self.session
+
+    def send(
+        self,
+        user_text: str,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TurnResult:
+        """Adds a user turn and streams the model's reply to `on_text`."""
+        new_ids = self.tokenizer.encode(USER_PREFIX + user_text.strip() + MODEL_PREFIX)
+        return self._turn(new_ids, True, on_text, cancel)
+
+    def complete(
+        self,
+        prompt: str,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TurnResult:
+        """Plain continuation of `prompt` (no chat transcript, no stop strings)."""
+        return self._turn(self.tokenizer.encode(prompt), False, on_text, cancel)
+
+    def _turn(
+        self,
+        new_ids: list[int],
+        chat: bool,
+        on_text: Callable[[str], None] | None,
+        cancel: threading.Event | None,
+    ) -> TurnResult:
+        started = time.monotonic()
+        session = self._ensure_session()
+        max_new = self.settings.max_new_tokens
+        if len(new_ids) + 1 > self.n_ctx:
+            raise ValueError(
+                f"the prompt is {len(new_ids)} tokens; the model's context holds {self.n_ctx}"
+            )
+        calls: list[CallStats] = []
+        self._make_room(len(new_ids) + max_new)
+        self.turn_starts.append(len(self.context))
+        prompt = self.context + new_ids
+        self._prefill(session, prompt, calls)
+
+        decoder = self.tokenizer.stream_decoder()
+        generated: list[int] = []
+        text = ""
+        emitted = 0
+        stop = "MaxTokens"
+        while len(generated) < max_new:
+            if cancel is not None and cancel.is_set():
+                stop = "Cancelled"
+                break
+            reply = self.canister.session_generate(
+                session,
+                len(self.context),
+                min(self.settings.tokens_per_call, max_new - len(generated)),
+                self.settings.instruction_budget,
+                self.settings.sampling,
+            )
+            calls.append(CallStats("generate", len(reply.tokens), reply.instructions))
+            generated += reply.tokens
+            self.context += reply.tokens
+            text += decoder.push(reply.tokens)
+            cut = _stop_index(text) if chat else None
+            if cut is not None:
+                text = text[:cut]
+                stop = "StopString"
+            # Hold back a tail that may grow into a stop string in the next call.
+            visible = text if cut is not None or not chat else text[: len(text) - _held(text)]
+            if on_text and len(visible) > emitted:
+                on_text(visible[emitted:])
+            emitted = max(emitted, len(visible))
+            if cut is not None:
+                break
+            if reply.stop != "MaxTokens":
+                stop = reply.stop
+                break
+        if stop != "StopString":
+            text += decoder.flush()
+            if on_text and len(text) > emitted:
+                on_text(text[emitted:])
+        return TurnResult(
+            text=text,
+            token_ids=generated,
+            prompt_ids=new_ids,
+            stop=stop,
+            calls=calls,
+            seconds=time.monotonic() - started,
+        )
+
+    def _prefill(self, session: int, prompt: list[int], calls: list[CallStats]) -> None:
+        """Brings the session's context to `prompt` (which extends or replaces it)."""
+        if prompt[: len(self.context)] != self.context or not self.context:
+            if self.context:
+                self.canister.session_truncate(session, 0)
+            self.context = []
+        pending = prompt[len(self.context) :]
+        while pending:
+            reply = self.canister.session_prefill(
+                session, len(self.context), pending, self.settings.instruction_budget
+            )
+            calls.append(CallStats("prefill", reply.consumed, reply.instructions))
+            self.context += pending[: reply.consumed]
+            pending = pending[reply.consumed :]
+
+    def _make_room(self, needed: int) -> None:
+        """Drops the oldest turns until `needed` more tokens fit in the context."""
+        if len(self.context) + needed <= self.n_ctx:
+            return
+        keep_from = len(self.context)
+        for start in self.turn_starts:
+            if len(self.context) - start + needed <= self.n_ctx:
+                keep_from = start
+                break
+        kept = self.context[keep_from:]
+        self.turn_starts = [s - keep_from for s in self.turn_starts if s >= keep_from]
+        # The positions of every kept token change, so the cache is rebuilt from them.
+        if self.session is not None:
+            self.canister.session_truncate(self.session, 0)
+        self.context = []
+        if kept:
+            self._prefill(self._ensure_session(), kept, [])
+
+
+def _held(text: str) -> int:
+    """Length of the longest suffix of `text` that starts a stop string."""
+    return max(
+        (n for s in STOP_STRINGS for n in range(1, len(s)) if text.endswith(s[:n])), default=0
+    )
+
+
+def _stop_index(text: str) -> int | None:
+    hits = [i for s in STOP_STRINGS if (i := text.find(s)) >= 0]
+    return min(hits) if hits else None
