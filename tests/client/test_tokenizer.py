@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from gpt2_chat.assets import asset_path
 from gpt2_chat.client.tokenizer import ASSET_NAME, Gpt2Tokenizer
 

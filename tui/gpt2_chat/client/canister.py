@@ -7,6 +7,7 @@ into a dataclass, and turns the canister's `Err` into `CanisterError`. The types
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,11 +273,15 @@ class GenerateReply:
 class Gpt2Canister:
     """Typed calls to a gpt2_backend canister over any backend."""
 
-    #: The seed's chunk size, and a comfortable fit under the IC's 2 MiB ingress limit.
+    #: Near the seed's chunk size, and a comfortable fit under the IC's 2 MiB ingress limit.
     CHUNK_SIZE = 1_900_000
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, chunk_size: int | None = None) -> None:
         self.backend = backend
+        # GPT2_CHAT_CHUNK_SIZE: smaller chunks for slow links (and for tests).
+        self.chunk_size = chunk_size or int(os.environ.get("GPT2_CHAT_CHUNK_SIZE", self.CHUNK_SIZE))
+        if not 1 <= self.chunk_size <= self.CHUNK_SIZE:
+            raise ValueError(f"chunk size must be between 1 and {self.CHUNK_SIZE} bytes")
 
     # -- plumbing
 

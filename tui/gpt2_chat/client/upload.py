@@ -121,7 +121,7 @@ def _send_chunks(
     in_flight: int,
 ) -> None:
     start = state.received_bytes
-    step = canister.CHUNK_SIZE
+    step = canister.chunk_size
     offsets = list(range(start, size, step))
     began = time.monotonic()
     done = start

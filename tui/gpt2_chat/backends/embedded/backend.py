@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from icp_principal.principal import Principal
 
 from gpt2_chat.assets import asset_path
 from gpt2_chat.backends.base import Reply
-from gpt2_chat.backends.embedded.runtime import EmbeddedCanister
+from gpt2_chat.backends.embedded.runtime import EmbeddedCanister, Limits
 
 #: The id a first local canister gets; the embedded canister uses it too.
 CANISTER_ID = "rrkah-fqaaa-aaaaa-aaaaq-cai"
@@ -37,6 +38,7 @@ class EmbeddedBackend:
         caller: Principal,
         wasm: bytes | None = None,
         log: Callable[[str], None] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         controllers_file = state_dir / "controllers.json"
@@ -53,13 +55,24 @@ class EmbeddedBackend:
             Principal.from_str(CANISTER_ID).bytes,
             controllers,
             log=log,
+            limits=limits,
         )
+
+    def with_caller(self, caller: Principal) -> EmbeddedBackend:
+        """The same canister, called as another principal."""
+        view = copy.copy(self)
+        view.caller = caller
+        return view
 
     def query(self, method: str, arg: bytes) -> Reply:
         return self.canister.query(method, arg, self.caller.bytes)
 
     def update(self, method: str, arg: bytes) -> Reply:
         return self.canister.update(method, arg, self.caller.bytes)
+
+    @property
+    def closed(self) -> bool:
+        return self.canister.closed
 
     def close(self) -> None:
         self.canister.close()

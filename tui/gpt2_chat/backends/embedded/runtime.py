@@ -13,15 +13,17 @@ What it does keep from the IC, because the product depends on it:
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import wasmtime
@@ -51,6 +53,15 @@ class _OutOfInstructions(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Instructions per message, as on the IC; tests lower them to provoke the limit."""
+
+    update: int = UPDATE_LIMIT
+    query: int = QUERY_LIMIT
+    upgrade: int = UPGRADE_LIMIT
+
+
 @dataclass
 class _Message:
     method: str
@@ -72,13 +83,17 @@ class EmbeddedCanister:
         canister_id: bytes,
         controllers: Sequence[bytes],
         log: Callable[[str], None] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.state_dir = state_dir
+        self.limits = limits or Limits()
         self.canister_id = canister_id
         self.controllers = list(controllers)
         self._log = log or (lambda _line: None)
         self._lock = threading.Lock()
         self._message: _Message | None = None
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_state_dir(state_dir)
         self._engine = wasmtime.Engine(wasmtime.Config())
         self._module = self._compile(wasm)
         self._stable = StableMemory(state_dir / "stable.bin")
@@ -157,16 +172,18 @@ class EmbeddedCanister:
     # ------------------------------------------------------------------ calls
 
     def update(self, method: str, arg: bytes, caller: bytes) -> Reply:
-        return self._call(f"canister_update {method}", method, arg, caller, UPDATE_LIMIT, True)
+        return self._call(
+            f"canister_update {method}", method, arg, caller, self.limits.update, True
+        )
 
     def query(self, method: str, arg: bytes, caller: bytes) -> Reply:
-        return self._call(f"canister_query {method}", method, arg, caller, QUERY_LIMIT, False)
+        return self._call(f"canister_query {method}", method, arg, caller, self.limits.query, False)
 
     def _lifecycle(self, export: str, arg: bytes = b"") -> None:
         if export not in self._exports():
             return
         caller = self.controllers[0] if self.controllers else b"\x04"
-        self._call(export, export, arg, caller, UPGRADE_LIMIT, True)
+        self._call(export, export, arg, caller, self.limits.upgrade, True)
 
     def _call(
         self, export: str, method: str, arg: bytes, caller: bytes, limit: int, commit: bool
@@ -219,9 +236,15 @@ class EmbeddedCanister:
             g.set_value(self._store, v)
         self._stable.discard()
 
+    @property
+    def closed(self) -> bool:
+        return self._lock_file.closed
+
     def close(self) -> None:
         with self._lock:
-            self._stable.close()
+            if not self._lock_file.closed:
+                self._stable.close()
+                self._lock_file.close()
 
     # ------------------------------------------------------------------ ic0
 
@@ -345,6 +368,25 @@ class EmbeddedCanister:
             ("ic0", "stable64_write"): ("III", "", stable_write),
             metering.OUT_OF_INSTRUCTIONS_IMPORT: ("", "", out_of_instructions),
         }
+
+
+def _lock_state_dir(state_dir: Path) -> IO[str]:
+    """One process per state dir: two heaps over one stable-memory file would corrupt it."""
+    f = (state_dir / "lock").open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip() or "another process"
+        f.close()
+        raise BackendError(
+            f"the embedded runtime's state in {state_dir} is in use by {owner}; "
+            "close it first or pass another --state-dir"
+        ) from None
+    f.truncate(0)
+    f.write(f"gpt2-chat process {os.getpid()}\n")
+    f.flush()
+    return f
 
 
 _WASMTIME_VERSION = importlib.metadata.version("wasmtime")

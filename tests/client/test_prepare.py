@@ -1,0 +1,584 @@
+"""`prepare`: checkpoint -> canister-ready safetensors (names, metadata, checks, download)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from gpt2_chat.client.prepare import Gpt2Config, PrepareError, download, prepare
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "gpt2-random-50257"
+Arrays = dict[str, npt.NDArray[Any]]
+BLOCK_NAMES = (
+    "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
+    "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+    "mlp.c_proj.weight", "mlp.c_proj.bias",
+)  # fmt: skip
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def gpt2_tensors(
+    n_layer: int = 2, n_embd: int = 8, vocab: int = 11, n_ctx: int = 5, seed: int = 0
+) -> Arrays:
+    """Random f32 GPT-2 weights under canister names (Conv1D weights [in, out])."""
+    rng = np.random.default_rng(seed)
+    e, f = n_embd, 4 * n_embd
+    shapes: dict[str, tuple[int, ...]] = {
+        "wte.weight": (vocab, e),
+        "wpe.weight": (n_ctx, e),
+        "ln_f.weight": (e,),
+        "ln_f.bias": (e,),
+    }
+    block = {
+        "ln_1.weight": (e,), "ln_1.bias": (e,), "attn.c_attn.weight": (e, 3 * e),
+        "attn.c_attn.bias": (3 * e,), "attn.c_proj.weight": (e, e), "attn.c_proj.bias": (e,),
+        "ln_2.weight": (e,), "ln_2.bias": (e,), "mlp.c_fc.weight": (e, f), "mlp.c_fc.bias": (f,),
+        "mlp.c_proj.weight": (f, e), "mlp.c_proj.bias": (e,),
+    }  # fmt: skip
+    for i in range(n_layer):
+        shapes.update({f"h.{i}.{k}": v for k, v in block.items()})
+    return {k: rng.standard_normal(v).astype(np.float32) for k, v in shapes.items()}
+
+
+def write_checkpoint(
+    directory: Path,
+    tensors: Arrays,
+    *,
+    prefix: str = "transformer.",
+    config: dict[str, Any] | None = None,
+    dtype: type[np.floating[Any]] = np.float32,
+) -> Path:
+    """A save_pretrained-style directory: config.json + model.safetensors (body names prefixed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    n_layer = 1 + max(int(k.split(".")[1]) for k in tensors if k.startswith("h."))
+    cfg: dict[str, Any] = {
+        "model_type": "gpt2",
+        "activation_function": "gelu_new",
+        "n_layer": n_layer,
+        "n_head": 2,
+        "n_embd": tensors["wte.weight"].shape[1],
+        "n_inner": None,
+        "vocab_size": tensors["wte.weight"].shape[0],
+        "n_positions": tensors["wpe.weight"].shape[0] if "wpe.weight" in tensors else 5,
+        "layer_norm_epsilon": 1e-5,
+        "tie_word_embeddings": True,
+    }
+    cfg.update(config or {})
+    (directory / "config.json").write_text(json.dumps(cfg))
+    named = {
+        (k if k.startswith("lm_head.") else prefix + k): (
+            v.astype(dtype) if np.issubdtype(v.dtype, np.floating) else v
+        )
+        for k, v in tensors.items()
+    }
+    save_file(named, str(directory / "model.safetensors"))
+    return directory
+
+
+def read_output(path: Path) -> tuple[Arrays, dict[str, str]]:
+    with safe_open(str(path), framework="numpy") as f:
+        names = f.keys()  # safe_open is not iterable
+        return {k: f.get_tensor(k) for k in names}, dict(f.metadata())
+
+
+def raw_header(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header: dict[str, Any] = json.loads(data[8 : 8 + n])
+    return header
+
+
+def assert_no_output(out: Path) -> None:
+    assert list(out.parent.iterdir()) == [], "a failed prepare must leave nothing behind"
+
+
+# --- the committed fixture -------------------------------------------------------------------
+
+
+def test_fixture_is_prepared_with_canister_names_metadata_and_values(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "gpt2.safetensors"
+    calls: list[tuple[str, int, int]] = []
+    result = prepare(str(FIXTURE), out, progress=lambda *a: calls.append(a))
+
+    config = Gpt2Config(
+        n_layer=2, n_head=2, n_embd=16, n_inner=64, vocab_size=50257, n_ctx=128,
+        layer_norm_epsilon=1e-5,
+    )  # fmt: skip
+    assert result.config == config
+    assert result.dtype == "f32"
+    assert result.path == out
+    data = out.read_bytes()
+    assert result.size == len(data)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert calls[-1] == ("write", len(data), len(data))
+
+    tensors, meta = read_output(out)
+    assert meta == {
+        "format": "gpt2-chat", "n_layer": "2", "n_head": "2", "n_embd": "16", "n_inner": "64",
+        "vocab_size": "50257", "n_ctx": "128", "layer_norm_epsilon": "1e-05",
+        "source": str(FIXTURE), "dtype": "f32",
+    }  # fmt: skip
+    expected = {"wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"} | {
+        f"h.{i}.{n}" for i in range(2) for n in BLOCK_NAMES
+    }
+    assert set(tensors) == expected  # no prefix, tied lm_head absent
+    with safe_open(str(FIXTURE / "model.safetensors"), framework="numpy") as src:
+        for name, value in tensors.items():
+            assert value.dtype == np.float32
+            np.testing.assert_array_equal(value, src.get_tensor("transformer." + name))
+
+    # Stable order: header keys and data offsets both follow sorted names, back to back.
+    header = raw_header(out)
+    names = [k for k in header if k != "__metadata__"]
+    assert names == sorted(names)
+    offsets = [header[k]["data_offsets"] for k in names]
+    assert offsets[0][0] == 0
+    assert all(a[1] == b[0] for a, b in zip(offsets, offsets[1:], strict=False))
+
+
+def test_same_input_gives_byte_identical_output(tmp_path: Path) -> None:
+    a = prepare(str(FIXTURE), tmp_path / "a.safetensors")
+    b = prepare(str(FIXTURE), tmp_path / "b.safetensors")
+    assert a.sha256 == b.sha256
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+
+
+def test_prepared_file_prepares_to_the_same_tensors(tmp_path: Path) -> None:
+    first = prepare(str(FIXTURE), tmp_path / "a.safetensors")
+    again = prepare(str(first.path), tmp_path / "b.safetensors")  # single file, config in metadata
+    assert again.config == first.config
+    a, _ = read_output(first.path)
+    b, meta = read_output(again.path)
+    assert meta["source"] == str(first.path)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_unsupported_dtype_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(PrepareError, match="int8 is not supported yet"):
+        prepare(str(FIXTURE), tmp_path / "out.safetensors", dtype="int8")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+# --- synthetic checkpoints -------------------------------------------------------------------
+
+
+def test_lm_head_equal_to_wte_is_dropped(tmp_path: Path) -> None:
+    t = gpt2_tensors()
+    t["lm_head.weight"] = t["wte.weight"].copy()
+    src = write_checkpoint(tmp_path / "src", t)
+    prepare(str(src), tmp_path / "out.safetensors")
+    out, _ = read_output(tmp_path / "out.safetensors")
+    assert "lm_head.weight" not in out
+
+
+def test_untied_lm_head_is_kept(tmp_path: Path) -> None:
+    t = gpt2_tensors()
+    t["lm_head.weight"] = t["wte.weight"] * 2
+    src = write_checkpoint(tmp_path / "src", t, config={"tie_word_embeddings": False})
+    prepare(str(src), tmp_path / "out.safetensors")
+    out, _ = read_output(tmp_path / "out.safetensors")
+    np.testing.assert_array_equal(out["lm_head.weight"], t["wte.weight"] * 2)
+    np.testing.assert_array_equal(out["wte.weight"], t["wte.weight"])
+
+
+def test_untied_config_without_lm_head_is_an_error(tmp_path: Path) -> None:
+    src = write_checkpoint(tmp_path / "src", gpt2_tensors(), config={"tie_word_embeddings": False})
+    out = tmp_path / "out" / "model.safetensors"
+    out.parent.mkdir()
+    with pytest.raises(PrepareError, match="lm_head.weight"):
+        prepare(str(src), out)
+    assert_no_output(out)
+
+
+def test_unprefixed_names_and_mask_buffers(tmp_path: Path) -> None:
+    """The hub's own gpt2 file: no `transformer.` prefix, with attn.bias/masked_bias buffers."""
+    t = gpt2_tensors()
+    named: Arrays = dict(t)
+    for i in range(2):
+        named[f"h.{i}.attn.bias"] = np.tril(np.ones((1, 1, 5, 5), dtype=np.float32))
+        named[f"h.{i}.attn.masked_bias"] = np.array(-1e4, dtype=np.float32)
+    src = write_checkpoint(tmp_path / "src", named, prefix="")
+    prepare(str(src), tmp_path / "out.safetensors")
+    out, _ = read_output(tmp_path / "out.safetensors")
+    assert set(out) == set(t)
+
+
+def test_f16_input_is_converted_to_f32(tmp_path: Path) -> None:
+    t = gpt2_tensors()
+    src = write_checkpoint(tmp_path / "src", t, dtype=np.float16)
+    prepare(str(src), tmp_path / "out.safetensors")
+    out, _ = read_output(tmp_path / "out.safetensors")
+    for k, v in t.items():
+        assert out[k].dtype == np.float32
+        np.testing.assert_array_equal(out[k], v.astype(np.float16).astype(np.float32))
+
+
+def test_bf16_input_is_converted_to_f32(tmp_path: Path) -> None:
+    """BF16 written by hand (numpy has no bfloat16): the top 16 bits of each f32."""
+    t = gpt2_tensors()
+    bits = {k: (v.view(np.uint32) >> 16).astype("<u2") for k, v in t.items()}
+    header: dict[str, Any] = {}
+    offset = 0
+    for k, b in bits.items():
+        header["transformer." + k] = {
+            "dtype": "BF16", "shape": list(b.shape), "data_offsets": [offset, offset + b.nbytes],
+        }  # fmt: skip
+        offset += b.nbytes
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    src = write_checkpoint(tmp_path / "src", t)  # for config.json; weights replaced below
+    (src / "model.safetensors").write_bytes(
+        struct.pack("<Q", len(blob)) + blob + b"".join(b.tobytes() for b in bits.values())
+    )
+    prepare(str(src), tmp_path / "out.safetensors")
+    out, _ = read_output(tmp_path / "out.safetensors")
+    for k, b in bits.items():
+        want = (b.astype(np.uint32) << 16).view(np.float32)
+        np.testing.assert_array_equal(out[k], want)
+
+
+def _drop(name: str) -> Callable[[Arrays], None]:
+    def edit(t: Arrays) -> None:
+        del t[name]
+
+    return edit
+
+
+def _set(name: str, value: Any) -> Callable[[Arrays], None]:
+    return lambda t: t.__setitem__(name, value)
+
+
+def _nan(name: str) -> Callable[[Arrays], None]:
+    def edit(t: Arrays) -> None:
+        t[name] = t[name].copy()
+        t[name].flat[3] = np.nan
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_drop("h.1.ln_2.bias"), r"missing tensor h\.1\.ln_2\.bias"),
+        (_drop("wpe.weight"), r"missing tensor wpe\.weight"),
+        (
+            _set("h.0.mlp.c_fc.weight", np.zeros((32, 8), np.float32)),  # [out, in]: transposed
+            r"tensor transformer\.h\.0\.mlp\.c_fc\.weight has shape \[32, 8\], expected \[8, 32\]",
+        ),
+        (_nan("h.1.attn.c_proj.weight"), r"tensor transformer\.h\.1\.attn\.c_proj\.weight .*NaN"),
+        (_set("wte.weight", np.full((11, 8), np.inf, np.float32)), r"transformer\.wte\.weight"),
+        (_set("h.0.attn.c_attn.lora", np.zeros(3, np.float32)), r"unexpected tensor .*lora"),
+        (_set("h.2.ln_1.weight", np.zeros(8, np.float32)), r"unexpected tensor .*h\.2\.ln_1"),
+        (_set("h.0.ln_1.bias", np.zeros(8, np.int32)), r"h\.0\.ln_1\.bias is I32"),
+    ],
+    ids=["missing", "missing-wpe", "shape", "nan", "inf", "unexpected", "extra-layer", "int"],
+)
+def test_bad_tensors_are_named(
+    tmp_path: Path, edit: Callable[[Arrays], None], message: str
+) -> None:
+    t = gpt2_tensors()
+    edit(t)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_checkpoint(src, t, config={"n_layer": 2})
+    out = tmp_path / "out" / "model.safetensors"
+    out.parent.mkdir()
+    with pytest.raises(PrepareError, match=message):
+        prepare(str(src), out)
+    assert_no_output(out)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"model_type": "bert"}, "model_type is 'bert', not 'gpt2'"),
+        ({"activation_function": "relu"}, "activation_function 'relu'"),
+        ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
+        ({"n_head": 3}, "n_head 3 does not divide n_embd 8"),
+        ({"vocab_size": 12}, r"wte\.weight has shape \[11, 8\], expected \[12, 8\]"),
+    ],
+)
+def test_bad_configs_are_explained(tmp_path: Path, config: dict[str, Any], message: str) -> None:
+    src = write_checkpoint(tmp_path / "src", gpt2_tensors(), config=config)
+    with pytest.raises(PrepareError, match=message):
+        prepare(str(src), tmp_path / "out.safetensors")
+
+
+def test_gelu_pytorch_tanh_is_gpt2s_gelu(tmp_path: Path) -> None:
+    src = write_checkpoint(
+        tmp_path / "src", gpt2_tensors(), config={"activation_function": "gelu_pytorch_tanh"}
+    )
+    assert prepare(str(src), tmp_path / "out.safetensors").config.n_layer == 2
+
+
+# --- single .safetensors files ---------------------------------------------------------------
+
+
+def test_single_file_config_is_inferred_with_head_size_64(tmp_path: Path) -> None:
+    t = gpt2_tensors(n_layer=3, n_embd=128, vocab=7, n_ctx=4)
+    path = tmp_path / "m.safetensors"
+    save_file({"transformer." + k: v for k, v in t.items()}, str(path))
+    result = prepare(str(path), tmp_path / "out.safetensors")
+    assert result.config == Gpt2Config(3, 2, 128, 512, 7, 4, 1e-5)
+    out, meta = read_output(tmp_path / "out.safetensors")
+    assert meta["n_head"] == "2"
+    assert meta["source"] == str(path)
+    assert set(out) == set(t)
+
+
+def test_single_file_metadata_sets_head_count_and_epsilon(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_file(gpt2_tensors(), str(path), metadata={"n_head": "4", "layer_norm_epsilon": "1e-6"})
+    result = prepare(str(path), tmp_path / "out.safetensors")
+    assert (result.config.n_head, result.config.layer_norm_epsilon) == (4, 1e-6)
+
+
+def test_single_file_without_head_count_is_explained(tmp_path: Path) -> None:
+    # The fixture's n_embd 16 is no multiple of 64; only its config.json knows n_head.
+    with pytest.raises(PrepareError, match="cannot infer n_head"):
+        prepare(str(FIXTURE / "model.safetensors"), tmp_path / "out.safetensors")
+
+
+def test_missing_source_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(PrepareError, match="no such file or directory"):
+        prepare(str(tmp_path / "nope"), tmp_path / "out.safetensors")
+    with pytest.raises(PrepareError, match="no model.safetensors"):
+        prepare(str(tmp_path), tmp_path / "out.safetensors")
+
+
+# --- downloading from a hub --------------------------------------------------------------------
+
+
+class Hub(ThreadingHTTPServer):
+    """A tiny stand-in for huggingface.co: GET of fixed files, optional Range support."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), HubHandler)
+        self.files: dict[str, bytes] = {}
+        self.redirects: dict[str, str] = {}
+        self.ranges = True
+        self.cut_after: int | None = None  # send only this many body bytes once, then hang up
+        self.requests: list[tuple[str, dict[str, str]]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def serve(self, model_id: str, directory: Path) -> None:
+        for name in ("config.json", "model.safetensors"):
+            self.files[f"/{model_id}/resolve/main/{name}"] = (directory / name).read_bytes()
+
+
+class HubHandler(BaseHTTPRequestHandler):
+    server: Hub
+
+    def do_GET(self) -> None:
+        hub = self.server
+        hub.requests.append((self.path, dict(self.headers.items())))
+        if self.path in hub.redirects:
+            self.send_response(302)
+            self.send_header("Location", hub.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = hub.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        start = int(m.group(1)) if m and hub.ranges else 0
+        if start >= len(body) > 0:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(body)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        if hub.cut_after is not None and self.path.endswith(".safetensors"):
+            self.wfile.write(body[start : start + hub.cut_after])
+            hub.cut_after = None
+            self.close_connection = True
+            return
+        self.wfile.write(body[start:])
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Hub]:
+    server = Hub()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)  # so no local folder named like a model id can shadow it
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def model_gets(hub: Hub) -> list[dict[str, str]]:
+    return [h for p, h in hub.requests if p.endswith("model.safetensors")]
+
+
+def test_download_by_model_id(hub: Hub, tmp_path: Path) -> None:
+    hub.serve("gpt2", FIXTURE)
+    cache = tmp_path / "cache"
+    calls: list[tuple[str, int, int]] = []
+    result = prepare(
+        "gpt2", tmp_path / "out.safetensors", cache_dir=cache, progress=lambda *a: calls.append(a)
+    )
+
+    size = (FIXTURE / "model.safetensors").stat().st_size
+    assert (cache / "gpt2" / "model.safetensors").read_bytes() == (
+        FIXTURE / "model.safetensors"
+    ).read_bytes()
+    assert ("download model.safetensors", size, size) in calls
+    assert read_output(result.path)[1]["source"] == "gpt2"
+    assert [p for p, _ in hub.requests] == [
+        "/gpt2/resolve/main/config.json",
+        "/gpt2/resolve/main/model.safetensors",
+    ]
+    assert "Authorization" not in model_gets(hub)[0]
+
+    # Cached: a second prepare does not touch the network.
+    hub.requests.clear()
+    prepare("gpt2", tmp_path / "again.safetensors", cache_dir=cache)
+    assert hub.requests == []
+
+
+def test_token_is_sent_to_the_hub_but_not_across_a_redirect(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    hub.serve("org/gated", FIXTURE)
+    weights = "/org/gated/resolve/main/model.safetensors"
+    hub.files["/cdn/blob"] = hub.files.pop(weights)
+    hub.redirects[weights] = f"http://localhost:{hub.server_address[1]}/cdn/blob"
+    download("org/gated", tmp_path / "cache")
+    by_path = dict(hub.requests)
+    assert by_path["/org/gated/resolve/main/config.json"]["Authorization"] == "Bearer hf_secret"
+    assert by_path[weights]["Authorization"] == "Bearer hf_secret"
+    assert "Authorization" not in by_path["/cdn/blob"]
+
+
+def test_interrupted_download_resumes_with_range(hub: Hub, tmp_path: Path) -> None:
+    hub.serve("openai-community/gpt2-medium", FIXTURE)
+    hub.cut_after = 1_000_000
+    cache = tmp_path / "cache"
+    with pytest.raises(PrepareError, match="interrupted after 1000000 of .* run again to resume"):
+        prepare("openai-community/gpt2-medium", tmp_path / "out.safetensors", cache_dir=cache)
+    part = cache / "openai-community" / "gpt2-medium" / "model.safetensors.part"
+    assert part.stat().st_size == 1_000_000
+    assert not (tmp_path / "out.safetensors").exists()
+
+    hub.requests.clear()
+    result = prepare("openai-community/gpt2-medium", tmp_path / "out.safetensors", cache_dir=cache)
+    assert model_gets(hub)[0]["Range"] == "bytes=1000000-"
+    assert not part.exists()
+    local = prepare(str(FIXTURE), tmp_path / "local.safetensors")
+    assert read_output(result.path)[0].keys() == read_output(local.path)[0].keys()
+    assert (part.parent / "model.safetensors").read_bytes() == (
+        FIXTURE / "model.safetensors"
+    ).read_bytes()
+
+
+def test_partial_file_restarts_when_the_server_ignores_range(hub: Hub, tmp_path: Path) -> None:
+    hub.serve("gpt2", FIXTURE)
+    hub.ranges = False
+    cache = tmp_path / "cache" / "gpt2"
+    cache.mkdir(parents=True)
+    (cache / "model.safetensors.part").write_bytes(b"stale bytes")
+    download("gpt2", tmp_path / "cache")
+    assert model_gets(hub)[0]["Range"] == "bytes=11-"
+    assert (cache / "model.safetensors").read_bytes() == (
+        FIXTURE / "model.safetensors"
+    ).read_bytes()
+
+
+def test_complete_partial_file_is_accepted_on_416(hub: Hub, tmp_path: Path) -> None:
+    hub.serve("gpt2", FIXTURE)
+    cache = tmp_path / "cache" / "gpt2"
+    cache.mkdir(parents=True)
+    (cache / "model.safetensors.part").write_bytes((FIXTURE / "model.safetensors").read_bytes())
+    download("gpt2", tmp_path / "cache")
+    assert (cache / "model.safetensors").stat().st_size == (
+        FIXTURE / "model.safetensors"
+    ).stat().st_size
+
+
+def test_unknown_model_is_a_clear_error(hub: Hub, tmp_path: Path) -> None:
+    with pytest.raises(PrepareError, match=r"cannot download nobody/nothing from .*HTTP 404"):
+        prepare("nobody/nothing", tmp_path / "out.safetensors", cache_dir=tmp_path / "cache")
+
+
+def test_unreachable_hub_fails_fast_with_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(PrepareError) as info:
+        prepare("gpt2", tmp_path / "out.safetensors", cache_dir=tmp_path / "cache")
+    assert time.monotonic() - started < 5
+    message = str(info.value)
+    assert message.startswith(f"cannot download gpt2 from {endpoint}: ")
+    assert message.endswith("; download the checkpoint elsewhere and pass its directory")
+    assert "refused" in message.lower()
+
+
+def test_silent_hub_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # accepts connections (backlog) but never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
+        started = time.monotonic()
+        with pytest.raises(PrepareError, match="timed out; download the checkpoint elsewhere"):
+            download("gpt2", tmp_path / "cache", timeout=0.3)
+        assert time.monotonic() - started < 5
+
+
+def test_write_failures_leave_nothing_behind(tmp_path: Path) -> None:
+    (tmp_path / "out.safetensors").mkdir()  # cannot be replaced by a file
+    with pytest.raises(PrepareError, match="cannot write"):
+        prepare(str(FIXTURE), tmp_path / "out.safetensors")
+
+    def cancel(stage: str, done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare(str(FIXTURE), tmp_path / "x.safetensors", progress=cancel)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]

@@ -1,0 +1,51 @@
+"""Shared fixtures: the real canister wasm in the embedded runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from icp_identity.identity import Identity
+from icp_principal.principal import Principal
+
+from gpt2_chat.backends.embedded.backend import EmbeddedBackend, shipped_wasm
+from gpt2_chat.backends.embedded.runtime import Limits
+from gpt2_chat.client.canister import Gpt2Canister
+from tests.support import OpenCanister
+
+
+@pytest.fixture(scope="session")
+def wasm() -> bytes:
+    return shipped_wasm()
+
+
+@pytest.fixture(scope="session")
+def controller() -> Principal:
+    return Principal.self_authenticating(Identity(privkey="11" * 32).der_pubkey)
+
+
+@pytest.fixture(scope="session")
+def stranger() -> Principal:
+    return Principal.self_authenticating(Identity(privkey="22" * 32).der_pubkey)
+
+
+@pytest.fixture
+def open_canister(tmp_path: Path, wasm: bytes, controller: Principal) -> Iterator[OpenCanister]:
+    """Opens the embedded canister in a fresh state dir (reopening it = an upgrade)."""
+    backends: list[EmbeddedBackend] = []
+
+    def open_(caller: Principal | None = None, limits: Limits | None = None) -> Gpt2Canister:
+        """A new runtime, unless one is open: then the same canister as `caller`."""
+        live = [b for b in backends if not b.closed]
+        if live and limits is None:
+            return Gpt2Canister(live[0].with_caller(caller or controller))
+        backend = EmbeddedBackend(
+            tmp_path / "state", caller or controller, wasm=wasm, limits=limits
+        )
+        backends.append(backend)
+        return Gpt2Canister(backend)
+
+    yield open_
+    for b in backends:
+        b.close()

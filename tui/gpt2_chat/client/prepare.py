@@ -1,0 +1,733 @@
+"""Turn a GPT-2 checkpoint into a canister-ready safetensors file (`gpt2-chat prepare`).
+
+Input: a `save_pretrained` directory (`config.json` + `model.safetensors`), a single
+`.safetensors` file, or a Hugging Face model id (downloaded with plain urllib, resumable).
+Output: F32 tensors under the canister's names (`wte.weight`, `h.0.ln_1.weight`, ...), no
+causal-mask buffers, `lm_head.weight` only when it is not tied to `wte.weight`, sorted by
+name, with the GPT-2 config in `__metadata__` so the canister never has to guess it.
+The same input always gives the same bytes (the header is canonical JSON, nothing depends on
+time or dict order), so a sha256 identifies a prepared model.
+
+Peak memory is about twice the largest tensor (wte, plus lm_head when the checkpoint has
+one), not the whole model: tensors are read, checked and written one at a time. For
+GPT-2 xl that is ~0.65 GB (two 50257x1600 f32 matrices) instead of 6 GB; F16/BF16 inputs
+add one half-size copy of the tensor being converted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import math
+import os
+import re
+import secrets
+import struct
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+import platformdirs
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DOWNLOAD_TIMEOUT",
+    "FORMAT",
+    "SUPPORTED_DTYPES",
+    "Gpt2Config",
+    "PrepareError",
+    "PreparedModel",
+    "Progress",
+    "default_cache_dir",
+    "download",
+    "prepare",
+]
+
+Progress = Callable[[str, int, int], None]
+"""`progress(stage, done, total)`; stages are ``"download <file>"`` (bytes; total 0 when the
+server does not say) and ``"write"`` (bytes of the output file)."""
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+# Seconds to wait for a connection or for the next bytes of a response, not for a whole file.
+DOWNLOAD_TIMEOUT = 30.0
+SUPPORTED_DTYPES = ("f32",)
+FORMAT = "gpt2-chat"
+
+_USER_AGENT = "gpt2-chat/0.1 (+urllib)"
+_CHUNK = 1 << 20
+# The safetensors crate refuses bigger headers; a bigger one means a corrupt file.
+_MAX_HEADER = 100_000_000
+_PREFIX = "transformer."
+# Causal-mask buffers older transformers versions saved; not weights.
+_IGNORED = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
+_BLOCK = re.compile(r"h\.(\d+)\.(.+)")
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+# GPT-2's GELU is the tanh approximation; transformers has two names for it.
+_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
+
+_ITEMSIZE = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+# Float dtypes we convert to F32. BF16 is read as its raw 16 bits (numpy has no bfloat16).
+_READ_AS = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+
+
+class PrepareError(Exception):
+    """The checkpoint cannot be prepared; the message says why and names the tensor or file."""
+
+
+@dataclass(frozen=True)
+class Gpt2Config:
+    n_layer: int
+    n_head: int
+    n_embd: int
+    n_inner: int
+    vocab_size: int
+    n_ctx: int
+    layer_norm_epsilon: float
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "n_layer": str(self.n_layer),
+            "n_head": str(self.n_head),
+            "n_embd": str(self.n_embd),
+            "n_inner": str(self.n_inner),
+            "vocab_size": str(self.vocab_size),
+            "n_ctx": str(self.n_ctx),
+            # repr round-trips exactly and the canister's f32 parser reads it ("1e-05").
+            "layer_norm_epsilon": repr(self.layer_norm_epsilon),
+        }
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    path: Path
+    size: int
+    sha256: str
+    config: Gpt2Config
+    dtype: str
+
+
+def prepare(
+    source: str,
+    output: Path,
+    *,
+    dtype: str = "f32",
+    progress: Progress | None = None,
+    cache_dir: Path | None = None,
+) -> PreparedModel:
+    """Validate the GPT-2 checkpoint `source` and write it canister-ready to `output`.
+
+    `source` is a directory (`config.json` + `model.safetensors`), a `.safetensors` file, or a
+    Hugging Face model id such as ``gpt2`` (downloaded to ``cache_dir/<id>``; see `download`).
+    `output` appears atomically and only if every check passes.
+    """
+    if dtype not in SUPPORTED_DTYPES:
+        raise PrepareError(f"{dtype} is not supported yet; the only dtype is f32")
+    weights, config_json = _resolve(source, cache_dir, progress)
+    st = _Safetensors(weights)
+    tensors = _rename(st)
+    if config_json is not None:
+        config, tied_in_config = _config_from_json(config_json)
+    else:
+        config, tied_in_config = _infer_config(st.path, tensors, st.metadata), True
+    _check(st.path, tensors, config)
+
+    # Decide about lm_head before writing: the header, which comes first, lists the tensors.
+    lm_head = tensors.get("lm_head.weight")
+    if lm_head is not None:
+        if np.array_equal(_read_f32(st.path, lm_head), _read_f32(st.path, tensors["wte.weight"])):
+            del tensors["lm_head.weight"]
+    elif not tied_in_config:
+        raise PrepareError(
+            f"{config_json}: tie_word_embeddings is false but {st.path} has no lm_head.weight"
+        )
+
+    metadata = {**config.metadata(), "format": FORMAT, "source": source, "dtype": dtype}
+    size, digest = _write(output, st.path, tensors, metadata, progress)
+    return PreparedModel(path=output, size=size, sha256=digest, config=config, dtype=dtype)
+
+
+# --- where the checkpoint comes from ---------------------------------------------------------
+
+
+def _resolve(
+    source: str, cache_dir: Path | None, progress: Progress | None
+) -> tuple[Path, Path | None]:
+    """(weights file, config.json or None) for `source`, downloading a model id if needed."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _from_directory(path)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise PrepareError(
+                f"{source}: not a .safetensors file; pass a safetensors file, a directory "
+                "holding config.json and model.safetensors, or a Hugging Face model id"
+            )
+        return path, None
+    if _is_model_id(source):
+        return _from_directory(download(source, cache_dir, progress=progress))
+    raise PrepareError(f"{source}: no such file or directory (and not a Hugging Face model id)")
+
+
+def _is_model_id(source: str) -> bool:
+    return (
+        _MODEL_ID.fullmatch(source) is not None
+        and ".." not in source
+        and not source.endswith((".safetensors", ".json", ".bin"))
+    )
+
+
+def _from_directory(directory: Path) -> tuple[Path, Path | None]:
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        if (directory / "model.safetensors.index.json").exists():
+            why = "sharded checkpoints are not supported; save with a larger max_shard_size"
+        elif (directory / "pytorch_model.bin").exists():
+            why = "only safetensors is read; re-save with save_pretrained(safe_serialization=True)"
+        else:
+            why = "expected a Hugging Face save_pretrained directory"
+        raise PrepareError(f"{directory}: no model.safetensors ({why})")
+    config = directory / "config.json"
+    return weights, config if config.is_file() else None
+
+
+# --- reading safetensors ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    name: str  # as in the source file
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int  # absolute file offset of the first byte
+
+
+class _Safetensors:
+    """Header of a safetensors file; tensor data is read on demand by `_read_f32`.
+
+    Not `safetensors.safe_open(framework="numpy")`: it cannot return BF16 tensors (numpy has
+    no bfloat16), and reading raw little-endian bytes ourselves handles every float dtype.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with path.open("rb") as f:
+                file_size = os.fstat(f.fileno()).st_size
+                prefix = f.read(8)
+                if len(prefix) < 8:
+                    raise PrepareError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+                (header_len,) = struct.unpack("<Q", prefix)
+                if header_len > _MAX_HEADER or 8 + header_len > file_size:
+                    raise PrepareError(f"{path}: not a safetensors file (bad header length)")
+                raw = f.read(header_len)
+        except OSError as e:
+            raise PrepareError(f"{path}: cannot read: {e}") from e
+        try:
+            header = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PrepareError(f"{path}: not a safetensors file (header is not JSON: {e})") from e
+        if not isinstance(header, dict):
+            raise PrepareError(f"{path}: not a safetensors file (header is not an object)")
+        meta = header.pop("__metadata__", None) or {}
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise PrepareError(f"{path}: __metadata__ is not a string-to-string map")
+        self.metadata: dict[str, str] = meta
+        data_start = 8 + header_len
+        self.tensors: dict[str, _Tensor] = {}
+        for name, entry in sorted(header.items()):
+            self.tensors[name] = _parse_entry(path, name, entry, data_start, file_size)
+
+
+def _parse_entry(path: Path, name: str, entry: Any, data_start: int, file_size: int) -> _Tensor:
+    bad = PrepareError(f"{path}: tensor {name} has a malformed header entry")
+    if not isinstance(entry, dict):
+        raise bad
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if (
+        not isinstance(dtype, str)
+        or not isinstance(shape, list)
+        or not all(type(d) is int and d >= 0 for d in shape)
+        or not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int for o in offsets)
+    ):
+        raise bad
+    begin, end = offsets
+    if not 0 <= begin <= end or data_start + end > file_size:
+        raise PrepareError(f"{path}: tensor {name} lies outside the file (truncated download?)")
+    itemsize = _ITEMSIZE.get(dtype)
+    if itemsize is not None and end - begin != math.prod(shape) * itemsize:
+        raise PrepareError(f"{path}: tensor {name}: {end - begin} bytes do not fit {dtype}{shape}")
+    return _Tensor(name=name, dtype=dtype, shape=tuple(shape), offset=data_start + begin)
+
+
+def _read_f32(path: Path, t: _Tensor) -> npt.NDArray[np.float32]:
+    """Tensor `t` as a C-contiguous little-endian float32 array."""
+    count = math.prod(t.shape)
+    try:
+        raw = np.fromfile(path, dtype=_READ_AS[t.dtype], count=count, offset=t.offset)
+    except OSError as e:
+        raise PrepareError(f"{path}: cannot read tensor {t.name}: {e}") from e
+    if raw.size != count:
+        raise PrepareError(f"{path}: tensor {t.name} is truncated")
+    if t.dtype == "BF16":
+        # bfloat16 is the top half of a float32: shifting the bits up is an exact conversion.
+        out = (raw.astype("<u4") << 16).view("<f4")
+    else:
+        with np.errstate(over="ignore"):  # F64 beyond f32 range becomes inf; `_write` rejects it
+            out = raw.astype("<f4", copy=False)
+    return out.reshape(t.shape)
+
+
+# --- checking ----------------------------------------------------------------------------------
+
+
+def _rename(st: _Safetensors) -> dict[str, _Tensor]:
+    """Source tensors under canister names (no `transformer.` prefix), buffers dropped."""
+    out: dict[str, _Tensor] = {}
+    for name, t in st.tensors.items():
+        short = name.removeprefix(_PREFIX)
+        if _IGNORED.fullmatch(short):
+            continue
+        if short in out:
+            raise PrepareError(
+                f"{st.path}: tensor {short} appears twice ({out[short].name}, {name})"
+            )
+        out[short] = t
+    return out
+
+
+def _config_from_json(path: Path) -> tuple[Gpt2Config, bool]:
+    """(config, tie_word_embeddings) from a transformers config.json, with GPT2Config's defaults."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PrepareError(f"{path}: cannot read: {e}") from e
+    if not isinstance(raw, dict):
+        raise PrepareError(f"{path}: not a JSON object")
+    model_type = raw.get("model_type")
+    if model_type != "gpt2":
+        raise PrepareError(
+            f"{path}: model_type is {model_type!r}, not 'gpt2'; only GPT-2 is supported"
+        )
+    activation = raw.get("activation_function", "gelu_new")
+    if activation not in _ACTIVATIONS:
+        raise PrepareError(
+            f"{path}: activation_function {activation!r} is not supported (the canister "
+            "computes GPT-2's gelu_new)"
+        )
+    # Variants that change the attention math the canister implements.
+    for key, want in (
+        ("scale_attn_weights", True),
+        ("scale_attn_by_inverse_layer_idx", False),
+        ("add_cross_attention", False),
+    ):
+        if raw.get(key, want) != want:
+            raise PrepareError(f"{path}: {key}={raw[key]!r} is not supported by the canister")
+
+    def whole(key: str, default: int | None) -> int:
+        v = raw.get(key, default)
+        if type(v) is not int or v <= 0:
+            raise PrepareError(f"{path}: {key}={v!r} is not a positive whole number")
+        return v
+
+    n_embd = whole("n_embd", 768)
+    n_head = whole("n_head", 12)
+    if n_embd % n_head:
+        raise PrepareError(f"{path}: n_head {n_head} does not divide n_embd {n_embd}")
+    eps = raw.get("layer_norm_epsilon", 1e-5)
+    if type(eps) not in (int, float) or not 0 < eps < math.inf:
+        raise PrepareError(f"{path}: layer_norm_epsilon={eps!r} is not a positive number")
+    tie = raw.get("tie_word_embeddings", True)
+    config = Gpt2Config(
+        n_layer=whole("n_layer", 12),
+        n_head=n_head,
+        n_embd=n_embd,
+        # transformers: n_inner None means 4 * n_embd.
+        n_inner=4 * n_embd if raw.get("n_inner") is None else whole("n_inner", None),
+        vocab_size=whole("vocab_size", 50257),
+        n_ctx=whole("n_positions", 1024),
+        layer_norm_epsilon=float(eps),
+    )
+    return config, tie is not False
+
+
+def _infer_config(path: Path, tensors: dict[str, _Tensor], meta: dict[str, str]) -> Gpt2Config:
+    """Config of a bare safetensors file, the way the canister infers it (engine/loader.rs)."""
+
+    def shape2(name: str) -> tuple[int, int]:
+        t = tensors.get(name)
+        if t is None:
+            raise PrepareError(f"{path}: missing tensor {name}")
+        if len(t.shape) != 2 or 0 in t.shape:
+            raise PrepareError(f"{path}: tensor {t.name} has shape {list(t.shape)}, expected 2-D")
+        return t.shape[0], t.shape[1]
+
+    def declared(key: str) -> int | None:
+        v = meta.get(key)
+        if v is None:
+            return None
+        try:
+            n = int(v.strip())
+        except ValueError:
+            n = 0
+        if n <= 0:
+            raise PrepareError(f"{path}: __metadata__ {key}={v!r} is not a positive whole number")
+        return n
+
+    vocab_size, n_embd = shape2("wte.weight")
+    n_ctx, _ = shape2("wpe.weight")
+    _, n_inner = shape2("h.0.mlp.c_fc.weight")
+    layers = [int(m.group(1)) for n in tensors if (m := _BLOCK.fullmatch(n))]
+    n_layer = max(layers) + 1
+    n_head = declared("n_head")
+    if n_head is None:
+        if n_embd % 64:
+            raise PrepareError(
+                f"{path}: cannot infer n_head: n_embd {n_embd} is not a multiple of GPT-2's head "
+                "size 64; pass the directory with config.json, or put n_head in __metadata__"
+            )
+        n_head = n_embd // 64
+    if n_embd % n_head:
+        raise PrepareError(f"{path}: n_head {n_head} does not divide n_embd {n_embd}")
+    actual = {
+        "n_layer": n_layer, "n_embd": n_embd, "vocab_size": vocab_size, "n_ctx": n_ctx,
+        "n_inner": n_inner,
+    }  # fmt: skip
+    for key, value in actual.items():
+        said = declared(key)
+        if said is not None and said != value:
+            raise PrepareError(
+                f"{path}: __metadata__ says {key}={said} but the tensors have {value}"
+            )
+    eps = 1e-5
+    if "layer_norm_epsilon" in meta:
+        try:
+            eps = float(meta["layer_norm_epsilon"])
+        except ValueError:
+            eps = math.nan
+        if not 0 < eps < math.inf:
+            raise PrepareError(
+                f"{path}: __metadata__ layer_norm_epsilon={meta['layer_norm_epsilon']!r} "
+                "is not a positive number"
+            )
+    return Gpt2Config(n_layer, n_head, n_embd, n_inner, vocab_size, n_ctx, eps)
+
+
+_BLOCK_SHAPES: dict[str, Callable[[int, int], tuple[int, ...]]] = {
+    # Conv1D weights are stored [in, out].
+    "ln_1.weight": lambda e, f: (e,),
+    "ln_1.bias": lambda e, f: (e,),
+    "attn.c_attn.weight": lambda e, f: (e, 3 * e),
+    "attn.c_attn.bias": lambda e, f: (3 * e,),
+    "attn.c_proj.weight": lambda e, f: (e, e),
+    "attn.c_proj.bias": lambda e, f: (e,),
+    "ln_2.weight": lambda e, f: (e,),
+    "ln_2.bias": lambda e, f: (e,),
+    "mlp.c_fc.weight": lambda e, f: (e, f),
+    "mlp.c_fc.bias": lambda e, f: (f,),
+    "mlp.c_proj.weight": lambda e, f: (f, e),
+    "mlp.c_proj.bias": lambda e, f: (e,),
+}
+
+
+def _required(c: Gpt2Config) -> Iterator[str]:
+    yield from ("wte.weight", "wpe.weight")
+    for i in range(c.n_layer):
+        yield from (f"h.{i}.{p}" for p in _BLOCK_SHAPES)
+    yield from ("ln_f.weight", "ln_f.bias")
+
+
+def _expected_shape(name: str, c: Gpt2Config) -> tuple[int, ...] | None:
+    """Shape of tensor `name` in a model with config `c`; None if it has no such tensor."""
+    e = c.n_embd
+    top = {
+        "wte.weight": (c.vocab_size, e),
+        "lm_head.weight": (c.vocab_size, e),
+        "wpe.weight": (c.n_ctx, e),
+        "ln_f.weight": (e,),
+        "ln_f.bias": (e,),
+    }
+    if name in top:
+        return top[name]
+    m = _BLOCK.fullmatch(name)
+    if m is None or int(m.group(1)) >= c.n_layer or m.group(2) not in _BLOCK_SHAPES:
+        return None
+    return _BLOCK_SHAPES[m.group(2)](e, c.n_inner)
+
+
+def _check(path: Path, tensors: dict[str, _Tensor], c: Gpt2Config) -> None:
+    """Names, shapes and dtypes against the config; values are checked while writing."""
+    for name in _required(c):
+        if name not in tensors:
+            raise PrepareError(f"{path}: missing tensor {name}")
+    for name, t in sorted(tensors.items()):
+        want = _expected_shape(name, c)
+        if want is None:
+            raise PrepareError(
+                f"{path}: unexpected tensor {t.name} (not part of a GPT-2 with n_layer={c.n_layer})"
+            )
+        if t.shape != want:
+            raise PrepareError(
+                f"{path}: tensor {t.name} has shape {list(t.shape)}, expected {list(want)}"
+            )
+        if t.dtype not in _READ_AS:
+            raise PrepareError(
+                f"{path}: tensor {t.name} is {t.dtype}; "
+                "expected float weights (F32, F16, BF16 or F64)"
+            )
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _write(
+    output: Path,
+    source: Path,
+    tensors: dict[str, _Tensor],
+    metadata: dict[str, str],
+    progress: Progress | None,
+) -> tuple[int, str]:
+    """Write F32 `tensors` sorted by name to `output` atomically; (size, sha256 hex)."""
+    names = sorted(tensors)
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name in names:
+        shape = tensors[name].shape
+        size = math.prod(shape) * 4
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    blob = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    blob += b" " * (-len(blob) % 8)  # safetensors pads so the data starts 8-byte aligned
+    total = 8 + len(blob) + offset
+
+    # Same directory so the final rename is atomic; O_EXCL + default mode keeps the umask.
+    tmp = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise PrepareError(f"cannot write {output}: {e}") from e
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as f:
+            done = 0
+            for chunk in (struct.pack("<Q", len(blob)), blob):
+                f.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+            for name in names:
+                t = tensors[name]
+                a = _read_f32(source, t)
+                finite = np.isfinite(a)
+                if not finite.all():
+                    bad = a.size - int(np.count_nonzero(finite))
+                    raise PrepareError(
+                        f"{source}: tensor {t.name} has {bad} NaN or infinite values"
+                    )
+                del finite
+                data = a.data.cast("B")
+                f.write(data)
+                digest.update(data)
+                done += len(data)
+                if progress is not None:
+                    progress("write", done, total)
+                del a, data
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, output)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise PrepareError(f"cannot write {output}: {e}") from e
+    except BaseException:  # incl. an exception from `progress`, e.g. to cancel
+        tmp.unlink(missing_ok=True)
+        raise
+    return total, digest.hexdigest()
+
+
+# --- downloading -------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded checkpoints go: ``<user cache>/gpt2-chat/hub`` (one folder per id)."""
+    return Path(platformdirs.user_cache_dir("gpt2-chat")) / "hub"
+
+
+def download(
+    model_id: str,
+    cache_dir: Path | None = None,
+    *,
+    progress: Progress | None = None,
+    timeout: float = DOWNLOAD_TIMEOUT,
+) -> Path:
+    """Fetch `config.json` and `model.safetensors` of `model_id`; return their directory.
+
+    Files come from ``$HF_ENDPOINT/<id>/resolve/main/`` (default https://huggingface.co, with
+    ``$HF_TOKEN`` as a bearer token) into ``cache_dir/<id>/``. A file already there is used as
+    it is (no revalidation, so this works offline); a ``.part`` left by an interrupted
+    download is resumed with a Range request when the server allows it.
+    """
+    if not _is_model_id(model_id):
+        raise PrepareError(f"{model_id!r} is not a Hugging Face model id")
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or DEFAULT_ENDPOINT
+    token = os.environ.get("HF_TOKEN", "").strip() or None
+    directory = (cache_dir or default_cache_dir()) / model_id
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PrepareError(f"cannot create the download cache {directory}: {e}") from e
+    for name in ("config.json", "model.safetensors"):
+        _Fetch(
+            url=f"{endpoint}/{model_id}/resolve/main/{name}",
+            dest=directory / name,
+            label=f"cannot download {model_id} from {endpoint}",
+            token=token,
+            timeout=timeout,
+            progress=progress,
+        ).run()
+    return directory
+
+
+class _NoAuthAcrossHosts(urllib.request.HTTPRedirectHandler):
+    """The hub redirects weights to a CDN; the token is for the hub only."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and (
+            urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc
+        ):
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_NoAuthAcrossHosts)
+
+
+@dataclass
+class _Fetch:
+    url: str
+    dest: Path
+    label: str  # "cannot download <id> from <endpoint>"
+    token: str | None
+    timeout: float
+    progress: Progress | None
+
+    def fail(self, reason: str) -> PrepareError:
+        return PrepareError(
+            f"{self.label}: {reason}; download the checkpoint elsewhere and pass its directory"
+        )
+
+    def run(self) -> None:
+        if self.dest.is_file():
+            return
+        part = self.dest.with_name(self.dest.name + ".part")
+        # A second round only after throwing away a .part the server would not resume.
+        for _ in range(2):
+            have = part.stat().st_size if part.is_file() else 0
+            if self._round(part, have):
+                return
+            part.unlink(missing_ok=True)
+        raise self.fail(f"the server would not resume {self.dest.name}")
+
+    def _round(self, part: Path, have: int) -> bool:
+        """One request; True when `dest` is complete, False to restart from byte 0."""
+        name = self.dest.name
+        req = urllib.request.Request(self.url, headers={"User-Agent": _USER_AGENT})
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        if have:
+            req.add_header("Range", f"bytes={have}-")
+        try:
+            resp = _OPENER.open(req, timeout=self.timeout)
+        except urllib.error.HTTPError as e:
+            e.close()
+            if e.code == 416 and have:
+                # Nothing past `have`: the .part is whole if the server's size agrees.
+                if _range_total(e.headers.get("Content-Range")) == have:
+                    part.replace(self.dest)
+                    return True
+                return False
+            raise self.fail(_http_reason(e, name)) from e
+        except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
+            raise self.fail(_describe(e)) from e
+
+        with resp:
+            if resp.status == 206:
+                start = _range_start(resp.headers.get("Content-Range"))
+                if start != have:
+                    return False
+                total = _range_total(resp.headers.get("Content-Range"))
+                mode = "ab"
+            else:  # 200: the server ignored Range, start over
+                have, mode = 0, "wb"
+                length = resp.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+            done = have
+            try:
+                with part.open(mode) as f:
+                    while chunk := resp.read(_CHUNK):
+                        f.write(chunk)
+                        done += len(chunk)
+                        if self.progress is not None:
+                            self.progress(f"download {name}", done, total or 0)
+            except (OSError, http.client.HTTPException) as e:
+                of = f" of {total}" if total else ""
+                raise self.fail(
+                    f"{name} interrupted after {done}{of} bytes ({_describe(e)}); "
+                    "run again to resume"
+                ) from e
+        if total is not None and done != total:
+            raise self.fail(
+                f"{name} interrupted after {done} of {total} bytes; run again to resume"
+            )
+        part.replace(self.dest)
+        return True
+
+
+def _range_start(content_range: str | None) -> int | None:
+    m = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (content_range or "").strip())
+    return int(m.group(1)) if m else None
+
+
+def _range_total(content_range: str | None) -> int | None:
+    m = re.fullmatch(r"bytes (?:\d+-\d+|\*)/(\d+)", (content_range or "").strip())
+    return int(m.group(1)) if m else None
+
+
+def _http_reason(e: urllib.error.HTTPError, name: str) -> str:
+    reason = f"HTTP {e.code} {e.reason} for {name}"
+    if e.code in (401, 403):
+        return reason + " (gated or private model? set HF_TOKEN)"
+    if e.code == 404:
+        return reason + " (check the model id; the repository needs a model.safetensors)"
+    return reason
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, urllib.error.URLError) and not isinstance(e.reason, str):
+        e = e.reason
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    return str(e) or type(e).__name__
