@@ -7,10 +7,10 @@ import hashlib
 
 import pytest
 from icp_principal.principal import Principal
-from tests.support import OpenCanister, model_bytes, upload
 
 from gpt2_chat.backends.base import BackendError
 from gpt2_chat.client.canister import CanisterError
+from tests.support import OpenCanister, model_bytes, upload
 
 
 def test_chunks_resume_after_restart_and_verify(open_canister: OpenCanister) -> None:
