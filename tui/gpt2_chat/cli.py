@@ -23,6 +23,23 @@ class UsageError(Exception):
     """Bad command-line input."""
 
 
+class StatusLine:
+    """A progress line on stderr, redrawn in place; ended before anything else prints."""
+
+    open = False
+
+    @classmethod
+    def show(cls, text: str) -> None:
+        print(f"\r{text:<70}", end="", file=sys.stderr, flush=True)
+        cls.open = True
+
+    @classmethod
+    def end(cls) -> None:
+        if cls.open:
+            print(file=sys.stderr)
+            cls.open = False
+
+
 def _add_global_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--network",
@@ -96,18 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = args.command or "chat"
         return int(COMMANDS[command](args, settings) or 0)
     except KeyboardInterrupt:
+        StatusLine.end()
         print("interrupted", file=sys.stderr)
         return 130
-    except (BackendError, UsageError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # an expected-failure type the library forgot to wrap
+    except Exception as e:
         from gpt2_chat.client.prepare import PrepareError
 
-        if isinstance(e, PrepareError):
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        raise
+        if not isinstance(e, BackendError | PrepareError | UsageError | ValueError | OSError):
+            raise  # a bug: keep the traceback
+        StatusLine.end()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 def _canister(settings: Settings) -> tuple[Backend, Any]:
@@ -122,10 +138,10 @@ def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
     from gpt2_chat.client.prepare import prepare
 
     def progress(stage: str, done: int, total: int) -> None:
-        print(f"\r{stage}: {_mb(done)} / {_mb(total)}", end="", file=sys.stderr, flush=True)
+        StatusLine.show(f"{stage}: {_mb(done)} / {_mb(total)}")
 
     result = prepare(args.source, args.output, dtype=args.dtype, progress=progress)
-    print(file=sys.stderr)
+    StatusLine.end()
     print(f"wrote {result.path} ({_mb(result.size)}, sha256 {result.sha256})")
     return 0
 
@@ -143,10 +159,10 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
             if p.phase == "upload" and p.rate:
                 eta = p.eta_seconds or 0
                 line += f"  {p.rate / 1e6:.1f} MB/s  ETA {eta:.0f}s"
-            print(f"\r{line:<70}", end="", file=sys.stderr, flush=True)
+            StatusLine.show(line)
 
         result = upload_model(canister, args.file, show, load=not args.no_load)
-        print(file=sys.stderr)
+        StatusLine.end()
         if result.already_uploaded:
             print(f"already uploaded: {args.file} (sha256 {result.sha256})")
         elif result.resumed_from:
