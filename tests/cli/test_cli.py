@@ -137,7 +137,7 @@ def test_errors_are_one_clear_line(tmp_path: Path, prepared: Path, env: dict[str
     )
     expect_error(
         run(env, "generate", "word " * 200, "--max-tokens", "5"),
-        "exceeds the model's 128 positions",
+        "the prompt is 201 tokens; the model's context holds 128",
     )
 
     other = tmp_path / "other.pem"

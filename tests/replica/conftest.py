@@ -1,88 +1,21 @@
-"""Fixtures for the replica suites: fake `dfx`/`icp` executables and tiny HTTP servers."""
+"""Fixtures for the replica suites: fake `dfx`/`icp` on PATH and a local HTTP server."""
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-# ---------------------------------------------------------------------- fake tools
-
-FAKE_DFX = r"""#!/bin/sh
-echo "dfx|$(pwd)|$*" >> "$FAKE_TOOL_LOG"
-case "$1" in
-  --version) echo "dfx 0.29.2" ;;
-  start)
-    echo "Running dfx start for version 0.29.2"
-    if [ -n "$FAKE_START_SLEEP" ]; then
-      /bin/sleep "$FAKE_START_SLEEP" &
-      echo $! > "$FAKE_PIDFILE"
-      wait
-    fi
-    if [ -n "$FAKE_BACKGROUND" ]; then
-      # Like `dfx start --background`: leave a process running that holds our stdout.
-      /bin/sleep 30 &
-      echo $! > "$FAKE_PIDFILE"
-    fi
-    echo "Replica API running on 127.0.0.1:4943"
-    exit ${FAKE_START_EXIT:-0} ;;
-  stop) echo "Using the shared local network"; echo "Stopping dfx..." ;;
-  ping) echo '{ "replica_health_status": "healthy" }' ;;
-  deploy)
-    echo "Deploying: $2"
-    /bin/mkdir -p .dfx/local
-    printf '{"%s":{"local":"bkyz2-fmaaa-aaaaa-qaaaq-cai"}}' "$2" > .dfx/local/canister_ids.json
-    echo "Deployed canisters." ;;
-  *) echo "error: unexpected argument '$1'" >&2; exit 2 ;;
-esac
-"""
-
-FAKE_ICP = r"""#!/bin/sh
-echo "icp|$(pwd)|$*" >> "$FAKE_TOOL_LOG"
-case "$1" in
-  --version) echo "icp 0.2.2" ;;
-  network) echo "network $2 ok" ;;
-  deploy) echo "deployed $2" ;;
-  *) echo "error: unexpected argument '$1'" >&2; exit 2 ;;
-esac
-"""
-
-BROKEN_VERSION = """#!/bin/sh
-echo "it broke" >&2
-exit 3
-"""
-
-
-@dataclass
-class FakeTools:
-    bin: Path
-    log_file: Path
-    pidfile: Path
-
-    def install(self, name: str, script: str) -> Path:
-        path = self.bin / name
-        path.write_text(script)
-        path.chmod(0o755)
-        return path
-
-    def calls(self) -> list[tuple[str, str, str]]:
-        """(tool, cwd, arguments) per invocation, in order."""
-        if not self.log_file.exists():
-            return []
-        return [
-            tuple(line.split("|", 2))  # type: ignore[misc]
-            for line in self.log_file.read_text().splitlines()
-        ]
+from replica_fakes import FakeServer, FakeTools, Served
 
 
 @pytest.fixture
 def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
-    """An empty bin dir that is the whole PATH (so real tools never interfere)."""
+    """An empty bin dir that is the whole PATH, so real tools never interfere; tests
+    install the fakes they need (scripts use absolute paths for everything else)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     tools = FakeTools(bin_dir, tmp_path / "tool-calls.log", tmp_path / "child.pid")
@@ -94,34 +27,10 @@ def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
     return tools
 
 
-# ---------------------------------------------------------------------- HTTP servers
-
-
-@dataclass
-class Served:
-    """One request a test server saw."""
-
-    method: str
-    path: str
-    body: bytes
-
-
-# A responder gets the request and returns (status, body), or None to drop the connection.
-Responder = Callable[[Served], "tuple[int, bytes] | None"]
-
-
-@dataclass
-class TestServer:
-    url: str
-    requests: list[Served] = field(default_factory=list)
-    responder: Responder = lambda r: (200, b"")
-    release: threading.Event = field(default_factory=threading.Event)
-
-
 @pytest.fixture
-def http_server() -> Iterator[TestServer]:
-    """A local HTTP server on a random port whose answers a test scripts via `responder`."""
-    state = TestServer(url="")
+def http_server() -> Iterator[FakeServer]:
+    """A local HTTP server on a random port; the test scripts its answers (`responder`)."""
+    state = FakeServer(url="")
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -135,7 +44,7 @@ def http_server() -> Iterator[TestServer]:
                 state.requests.append(served)
             answer = state.responder(served)
             if answer is None:
-                self.close_connection = True
+                self.close_connection = True  # hang up without an answer
                 return
             status, payload = answer
             self.send_response(status)
@@ -158,7 +67,7 @@ def http_server() -> Iterator[TestServer]:
     try:
         yield state
     finally:
-        state.release.set()  # wake handlers that wait (timeout tests)
+        state.release.set()
         server.shutdown()
         server.server_close()
         thread.join(5)
