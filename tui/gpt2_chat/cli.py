@@ -40,24 +40,31 @@ class StatusLine:
             cls.open = False
 
 
-def _add_global_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+_GLOBAL_OPTIONS = (
+    (
         "--network",
-        help="embedded (default: the local embedded runtime), local, ic, or a replica URL "
+        "embedded (the local embedded runtime; default), local, ic, or a replica URL "
         "[GPT2_CHAT_NETWORK]",
-    )
-    p.add_argument("--canister", help="canister id or dfx name [GPT2_CHAT_CANISTER]")
-    p.add_argument(
-        "--identity", help="PEM file, dfx identity name or 'anonymous' [GPT2_CHAT_IDENTITY]"
-    )
-    p.add_argument("--state-dir", help="embedded runtime state directory [GPT2_CHAT_STATE_DIR]")
+    ),
+    ("--canister", "canister id or dfx name [GPT2_CHAT_CANISTER]"),
+    ("--identity", "PEM file, dfx identity name or 'anonymous' [GPT2_CHAT_IDENTITY]"),
+    ("--state-dir", "embedded runtime state directory [GPT2_CHAT_STATE_DIR]"),
+)
+
+
+def _add_global_options(p: argparse.ArgumentParser, default: object) -> None:
+    """Accepted before or after the subcommand. On subcommands they default to SUPPRESS,
+    so a value given before the subcommand is not overwritten by the subcommand's default."""
+    group = p.add_argument_group("connection options")
+    for flag, text in _GLOBAL_OPTIONS:
+        group.add_argument(flag, help=text, default=default)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpt2-chat", description="Chat with GPT-2 running inside an IC canister."
     )
-    _add_global_options(parser)
+    _add_global_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="make a canister-ready model file")
@@ -89,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("deploy", help="deploy the canister to the configured replica with dfx")
 
     for child in sub.choices.values():
-        _add_global_options(child)
+        _add_global_options(child, default=argparse.SUPPRESS)
     return parser
 
 
