@@ -133,8 +133,13 @@ def test_dfx_start_stop_status(
 
     entries = manager.log.entries()
     lines = [e.command_line.split(" ", 1)[1] for e in entries]
-    assert lines == ["--version", "start --background", "start --background --clean", "stop",
-                     "ping"]
+    assert lines == [
+        "--version",
+        "start --background",
+        "start --background --clean",
+        "stop",
+        "ping",
+    ]
     start = entries[1]
     assert start.returncode == 0 and start.ok and not start.timed_out
     assert "Replica API running" in start.output
