@@ -14,7 +14,7 @@ from typing import Any
 
 import ecdsa
 import pytest
-from ecdsa.curves import NIST256p, SECP256k1, Ed25519
+from ecdsa.curves import Ed25519, NIST256p, SECP256k1
 from icp_identity.identity import Identity
 from replica_fakes import (
     FakeServer,
@@ -142,13 +142,17 @@ def test_ed25519_pems_as_dfx_writes_them() -> None:
     # dfx writes PKCS#8 v2, with the public key attached.
     v2 = _pem(
         "PRIVATE KEY",
-        bytes.fromhex("3053020101300506032b657004220420") + seed + bytes.fromhex("a123032100")
+        bytes.fromhex("3053020101300506032b657004220420")
+        + seed
+        + bytes.fromhex("a123032100")
         + public,
     )
     # Early dfx wrote version 0 with the public key attached, which strict parsers refuse.
     v0_with_key = _pem(
         "PRIVATE KEY",
-        bytes.fromhex("3053020100300506032b657004220420") + seed + bytes.fromhex("a123032100")
+        bytes.fromhex("3053020100300506032b657004220420")
+        + seed
+        + bytes.fromhex("a123032100")
         + public,
     )
     for pem in (v1, v2, v0_with_key):
@@ -194,7 +198,9 @@ def _dfx_identity(root: Path, name: str, pem: str | None) -> Path:
     return folder
 
 
-def test_dfx_identity_names(fake_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dfx_identity_names(
+    fake_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     key = ecdsa.SigningKey.generate(curve=SECP256k1)
     _dfx_identity(fake_home, "default", key.to_pem().decode())
     expected = _self_authenticating(key.get_verifying_key().to_der())
@@ -218,8 +224,11 @@ def test_dfx_identity_names(fake_home: Path, tmp_path: Path, monkeypatch: pytest
 
 
 def test_dfx_identity_problems(fake_home: Path) -> None:
-    with pytest.raises(IdentityError, match=r"no dfx identity named `alice` \(looked for .*"
-                       r"identity/alice/identity.pem\)"):
+    with pytest.raises(
+        IdentityError,
+        match=r"no dfx identity named `alice` \(looked for .*"
+        r"identity/alice/identity.pem\)",
+    ):
         load_identity("alice")
     folder = _dfx_identity(fake_home, "locked", None)
     (folder / "identity.pem.encrypted").write_bytes(b"\x00")
@@ -241,7 +250,9 @@ def test_dfx_identity_problems(fake_home: Path) -> None:
 
 def _backend(server: FakeServer, **kw: Any) -> ReplicaBackend:
     kw.setdefault("timeout", 5.0)
-    return ReplicaBackend(server.url, CANISTER_ID, kw.pop("identity", None), **kw)
+    backend = ReplicaBackend(server.url, CANISTER_ID, kw.pop("identity", None), **kw)
+    backend.backoff_s = 0.02  # keep retry tests fast
+    return backend
 
 
 def _replica(
@@ -350,8 +361,9 @@ def test_older_replica_api_versions(http_server: FakeServer) -> None:
         if r.path.endswith("/query"):
             return _replied(r)
         request_id = content_of(r.body)["paths"][0][1]
-        return 200, cbor({"certificate": request_status_certificate(request_id, "replied",
-                                                                     reply=REPLY)})
+        return 200, cbor(
+            {"certificate": request_status_certificate(request_id, "replied", reply=REPLY)}
+        )
 
     http_server.responder = respond
     backend = _backend(http_server)
@@ -377,8 +389,11 @@ def test_update_retry_resends_the_same_message(http_server: FakeServer) -> None:
         return 200, cbor({"status": "replied", "certificate": cert})
 
     # The replica does not know the request after the drop, so it is sent again.
-    _replica(http_server, call=call, read_state=lambda r: (200, cbor({"certificate":
-                                                                         empty_certificate()})))
+    _replica(
+        http_server,
+        call=call,
+        read_state=lambda r: (200, cbor({"certificate": empty_certificate()})),
+    )
     backend = _backend(http_server)
     assert backend.update("generate", ARG).data == REPLY
     assert len(calls) == 2 and calls[0] == calls[1]  # byte-identical: same request id
@@ -394,8 +409,9 @@ def test_update_retry_waits_for_a_call_that_got_through(http_server: FakeServer)
 
     def read_state(r: Served) -> tuple[int, bytes]:
         request_id = content_of(r.body)["paths"][0][1]
-        return 200, cbor({"certificate": request_status_certificate(request_id, "replied",
-                                                                    reply=REPLY)})
+        return 200, cbor(
+            {"certificate": request_status_certificate(request_id, "replied", reply=REPLY)}
+        )
 
     _replica(http_server, call=call, read_state=read_state)
     backend = _backend(http_server)
@@ -406,8 +422,9 @@ def test_update_retry_waits_for_a_call_that_got_through(http_server: FakeServer)
 
 def test_parallel_updates(http_server: FakeServer) -> None:
     def call(r: Served) -> tuple[int, bytes]:
-        cert = request_status_certificate(request_id_of(r.body), "replied",
-                                          reply=content_of(r.body)["arg"])
+        cert = request_status_certificate(
+            request_id_of(r.body), "replied", reply=content_of(r.body)["arg"]
+        )
         return 200, cbor({"status": "replied", "certificate": cert})
 
     _replica(http_server, call=call)
@@ -432,30 +449,60 @@ def test_parallel_updates(http_server: FakeServer) -> None:
 def _rejected(code: int, message: str, error_code: str) -> Any:
     return lambda r: (
         200,
-        cbor({"status": "rejected", "reject_code": code, "reject_message": message,
-              "error_code": error_code}),
+        cbor(
+            {
+                "status": "rejected",
+                "reject_code": code,
+                "reject_message": message,
+                "error_code": error_code,
+            }
+        ),
     )
 
 
 @pytest.mark.parametrize(
     ("code", "message", "error_code", "expected"),
     [
-        (3, "Canister bkyz2-fmaaa-aaaaa-qaaaq-cai not found", "IC0301",
-         f"canister {CANISTER_ID} does not exist on"),
-        (5, "Canister has no query method 'model_inf'.", "IC0536",
-         f"canister {CANISTER_ID} has no method `model_info`"),
-        (5, "Attempted to execute a message, but the canister contains no Wasm module.",
-         "IC0537", "is empty (no wasm installed): run `dfx deploy gpt2_backend`"),
+        (
+            3,
+            "Canister bkyz2-fmaaa-aaaaa-qaaaq-cai not found",
+            "IC0301",
+            f"canister {CANISTER_ID} does not exist on",
+        ),
+        (
+            5,
+            "Canister has no query method 'model_inf'.",
+            "IC0536",
+            f"canister {CANISTER_ID} has no method `model_info`",
+        ),
+        (
+            5,
+            "Attempted to execute a message, but the canister contains no Wasm module.",
+            "IC0537",
+            "is empty (no wasm installed): run `dfx deploy gpt2_backend`",
+        ),
         (2, "Canister bkyz2 is out of cycles", "IC0207", "is out of cycles"),
-        (5, "Canister bkyz2 is stopped and therefore does not have a CallContextManager",
-         "IC0508", "is stopped: start it with `dfx canister start gpt2_backend`"),
-        (5, "Error from Canister bkyz2: Canister called `ic0.trap` with message: 'boom'.\n"
+        (
+            5,
+            "Canister bkyz2 is stopped and therefore does not have a CallContextManager",
+            "IC0508",
+            "is stopped: start it with `dfx canister start gpt2_backend`",
+        ),
+        (
+            5,
+            "Error from Canister bkyz2: Canister called `ic0.trap` with message: 'boom'.\n"
             "Consider gracefully handling failures from this canister. See documentation: "
             "http://internetcomputer.org/docs/x",
-         "IC0503", "the canister trapped in `model_info`: Error from Canister bkyz2: Canister "
-                   "called `ic0.trap` with message: 'boom' [IC0503]"),
-        (4, "only controllers may upload", "IC0406",
-         "the canister refused `model_info`: only controllers may upload [IC0406]"),
+            "IC0503",
+            "the canister trapped in `model_info`: Error from Canister bkyz2: Canister "
+            "called `ic0.trap` with message: 'boom' [IC0503]",
+        ),
+        (
+            4,
+            "only controllers may upload",
+            "IC0406",
+            "the canister refused `model_info`: only controllers may upload [IC0406]",
+        ),
     ],
 )
 def test_query_rejections_read_clearly(
@@ -473,7 +520,10 @@ def test_query_rejections_read_clearly(
 def test_instruction_limit_in_certificate(http_server: FakeServer) -> None:
     def call(r: Served) -> tuple[int, bytes]:
         cert = request_status_certificate(
-            request_id_of(r.body), "rejected", reject_code=5, error_code="IC0522",
+            request_id_of(r.body),
+            "rejected",
+            reject_code=5,
+            error_code="IC0522",
             reject_message="Canister exceeded the limit of 40000000000 instructions for "
             "single message execution.",
         )
@@ -489,9 +539,17 @@ def test_instruction_limit_in_certificate(http_server: FakeServer) -> None:
 def test_non_replicated_rejection(http_server: FakeServer) -> None:
     _replica(
         http_server,
-        call=lambda r: (200, cbor({"status": "non_replicated_rejection", "reject_code": 3,
-                                   "reject_message": "Canister x not found",
-                                   "error_code": "IC0301"})),
+        call=lambda r: (
+            200,
+            cbor(
+                {
+                    "status": "non_replicated_rejection",
+                    "reject_code": 3,
+                    "reject_message": "Canister x not found",
+                    "error_code": "IC0301",
+                }
+            ),
+        ),
     )
     backend = _backend(http_server)
     with pytest.raises(BackendError, match="does not exist on .*deploy it"):
@@ -500,8 +558,13 @@ def test_non_replicated_rejection(http_server: FakeServer) -> None:
 
 
 def test_http_error_with_a_cbor_reject_body(http_server: FakeServer) -> None:
-    _replica(http_server, call=lambda r: (400, cbor({"reject_code": 5, "error_code": "IC0207",
-                                                     "reject_message": "out of cycles"})))
+    _replica(
+        http_server,
+        call=lambda r: (
+            400,
+            cbor({"reject_code": 5, "error_code": "IC0207", "reject_message": "out of cycles"}),
+        ),
+    )
     backend = _backend(http_server)
     with pytest.raises(BackendError, match="is out of cycles"):
         backend.update("generate", ARG)
@@ -606,8 +669,7 @@ def test_polling_stops_at_the_deadline(http_server: FakeServer) -> None:
         request_id = content_of(r.body)["paths"][0][1]
         return 200, cbor({"certificate": request_status_certificate(request_id, "processing")})
 
-    _replica(http_server, call=lambda r: (202, cbor({"status": "accepted"})),
-             read_state=read_state)
+    _replica(http_server, call=lambda r: (202, cbor({"status": "accepted"})), read_state=read_state)
     backend = _backend(http_server, timeout=0.8)
     t0 = time.monotonic()
     with pytest.raises(BackendError, match="did not answer `generate` within 0.8 s"):
@@ -617,11 +679,40 @@ def test_polling_stops_at_the_deadline(http_server: FakeServer) -> None:
 
 
 def test_status_endpoint(http_server: FakeServer) -> None:
-    http_server.responder = lambda r: (200, cbor({"impl_version": "0.9.0",
-                                                  "replica_health_status": "healthy"}))
+    http_server.responder = lambda r: (
+        200,
+        cbor({"impl_version": "0.9.0", "replica_health_status": "healthy"}),
+    )
     backend = _backend(http_server)
     assert backend.status()["replica_health_status"] == "healthy"
     assert http_server.paths() == ["/api/v2/status"]
     backend.close()
     with pytest.raises(BackendError, match="closed"):
         backend.query("model_info", ARG)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (
+            400,
+            b"error: canister_not_found\ndetails: The specified canister does not exist.",
+            f"canister {CANISTER_ID} does not exist on",
+        ),
+        (
+            400,
+            b"Invalid request expiry: Specified ingress_expiry not within expected range",
+            "because of its expiry time",
+        ),
+        (403, b"\x00\x01\xff binary", "answered `model_info` with HTTP 403 Forbidden"),
+    ],
+)
+def test_http_errors_read_clearly(
+    http_server: FakeServer, status: int, body: bytes, expected: str
+) -> None:
+    http_server.responder = lambda r: (status, body)
+    backend = _backend(http_server, retries=0)
+    with pytest.raises(BackendError) as err:
+        backend.query("model_info", ARG)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+    backend.close()

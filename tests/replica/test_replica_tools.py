@@ -15,8 +15,8 @@ from gpt2_chat.replica.tools import (
     CommandFailed,
     CommandLog,
     CommandRecord,
-    ReplicaTools,
     ReplicaToolMissing,
+    ReplicaTools,
     Timeouts,
     find_tools,
     probe_replica,
@@ -286,7 +286,11 @@ def test_command_log_listeners_and_bounds() -> None:
     log = CommandLog(max_entries=2)
     seen: list[CommandRecord] = []
     unsubscribe = log.subscribe(seen.append)
-    log.subscribe(lambda r: 1 / 0)  # a broken listener must not break commands
+
+    def broken(record: CommandRecord) -> None:
+        raise RuntimeError("a broken listener must not break commands")
+
+    log.subscribe(broken)
     record = run_command(["/bin/sh", "-c", "echo out; echo err >&2; exit 4"], timeout=5, log=log)
     assert record.returncode == 4 and record.output == "out\nerr\n"
     assert [r.finished for r in seen] == [False, True]

@@ -53,7 +53,9 @@ fn require_controller() -> Result<(), String> {
     if ic_cdk::api::is_controller(&caller) {
         Ok(())
     } else {
-        Err(format!("only a controller of this canister may do this; {caller} is not one"))
+        Err(format!(
+            "only a controller of this canister may do this; {caller} is not one"
+        ))
     }
 }
 
@@ -81,14 +83,14 @@ fn unload(state: &mut State) {
 }
 
 fn model(state: &State) -> Result<&Model, String> {
-    state.model.as_ref().ok_or_else(|| {
-        match &state.loading {
-            Some(l) => format!(
-                "the model is still loading ({} of {} tensors): call load_model again",
-                l.progress(0).loaded_tensors,
-                l.progress(0).total_tensors
-            ),
-            None => "no model is loaded: upload a model file, then call load_model (or setup_model)".into(),
+    state.model.as_ref().ok_or_else(|| match &state.loading {
+        Some(l) => format!(
+            "the model is still loading ({} of {} tensors): call load_model again",
+            l.progress(0).loaded_tensors,
+            l.progress(0).total_tensors
+        ),
+        None => {
+            "no model is loaded: upload a model file, then call load_model (or setup_model)".into()
         }
     })
 }
@@ -106,7 +108,7 @@ fn post_upgrade() {
     if reload {
         // An upgrade may use far more instructions than an update; a failure leaves the
         // canister running without a model rather than failing the upgrade.
-        if let Err(e) = load_step(u64::MAX) {
+        if let Err(e) = load_step(u64::MAX, loading::MAX_READ_PER_UPGRADE) {
             ic_cdk::api::debug_print(format!("model not reloaded after upgrade: {e}"));
         }
     }
@@ -169,7 +171,7 @@ fn upload_clear() -> Result<(), String> {
 // ---------------------------------------------------------------- loading
 
 /// Loads tensors until `budget` instructions are used; returns the progress.
-fn load_step(budget: u64) -> Result<LoadProgress, String> {
+fn load_step(budget: u64, max_read: u64) -> Result<LoadProgress, String> {
     with_state(|s| {
         if s.model.is_some() && s.loading.is_none() {
             return Ok(LoadProgress {
@@ -185,7 +187,7 @@ fn load_step(budget: u64) -> Result<LoadProgress, String> {
             Some(l) => l,
             None => Loading::start(&s.upload, &IcStable)?,
         };
-        loading.advance(&s.upload, &IcStable, &instructions, budget)?;
+        loading.advance(&s.upload, &IcStable, &instructions, budget, max_read)?;
         let progress = loading.progress(instructions());
         if loading.is_done() {
             s.sessions.clear();
@@ -204,13 +206,17 @@ fn load_step(budget: u64) -> Result<LoadProgress, String> {
 #[ic_cdk::update]
 fn load_model() -> Result<LoadProgress, String> {
     require_controller()?;
-    load_step(generation::DEFAULT_BUDGET)
+    load_step(generation::DEFAULT_BUDGET, loading::MAX_READ_PER_CALL)
 }
 
 #[ic_cdk::query]
 fn model_info() -> ModelInfo {
     with_state(|s| {
-        let config = s.model.as_ref().map(|m| &m.config).or(s.loading.as_ref().map(|l| &l.plan().config));
+        let config = s
+            .model
+            .as_ref()
+            .map(|m| &m.config)
+            .or(s.loading.as_ref().map(|l| &l.plan().config));
         ModelInfo {
             loaded: s.model.is_some(),
             config: config.map(|c| ModelConfig {
@@ -240,7 +246,9 @@ fn session_create(sampling: Sampling) -> Result<SessionInfo, String> {
     let params = from_api(sampling)?;
     with_state(|s| {
         let config = model(s)?.config.clone();
-        let session = s.sessions.create(caller, params, &config, ic_cdk::api::time())?;
+        let session = s
+            .sessions
+            .create(caller, params, &config, ic_cdk::api::time())?;
         Ok(session.info(&config))
     })
 }
@@ -249,7 +257,10 @@ fn session_create(sampling: Sampling) -> Result<SessionInfo, String> {
 fn session_prefill(args: PrefillArgs) -> Result<PrefillReply, String> {
     let caller = session_caller()?;
     with_state(|s| {
-        let model = s.model.as_ref().ok_or_else(|| "no model is loaded".to_string())?;
+        let model = s
+            .model
+            .as_ref()
+            .ok_or_else(|| "no model is loaded".to_string())?;
         let session = s.sessions.get_mut(args.session, caller)?;
         session.last_used_ns = ic_cdk::api::time();
         generation::prefill(model, session, &args, &instructions)
@@ -260,7 +271,10 @@ fn session_prefill(args: PrefillArgs) -> Result<PrefillReply, String> {
 fn session_generate(args: GenerateArgs) -> Result<GenerateReply, String> {
     let caller = session_caller()?;
     with_state(|s| {
-        let model = s.model.as_ref().ok_or_else(|| "no model is loaded".to_string())?;
+        let model = s
+            .model
+            .as_ref()
+            .ok_or_else(|| "no model is loaded".to_string())?;
         let session = s.sessions.get_mut(args.session, caller)?;
         session.last_used_ns = ic_cdk::api::time();
         generation::generate(model, session, &args, &instructions)
@@ -280,7 +294,11 @@ fn session_info(id: u64) -> Result<SessionInfo, String> {
 fn session_list() -> Vec<SessionInfo> {
     let caller = ic_cdk::api::msg_caller();
     with_state(|s| match &s.model {
-        Some(m) => s.sessions.owned_by(caller).map(|x| x.info(&m.config)).collect(),
+        Some(m) => s
+            .sessions
+            .owned_by(caller)
+            .map(|x| x.info(&m.config))
+            .collect(),
         None => Vec::new(),
     })
 }
@@ -293,7 +311,10 @@ fn session_truncate(id: u64, position: u32) -> Result<SessionInfo, String> {
         let config = model(s)?.config.clone();
         let session = s.sessions.get_mut(id, caller)?;
         if position as usize > session.tokens.len() {
-            return Err(format!("session {id} has only {} tokens; cannot truncate to {position}", session.tokens.len()));
+            return Err(format!(
+                "session {id} has only {} tokens; cannot truncate to {position}",
+                session.tokens.len()
+            ));
         }
         session.truncate(position as usize);
         Ok(session.info(&config))
@@ -363,7 +384,7 @@ fn setup_model() -> Result<LoadProgress, String> {
         }
         Ok::<(), String>(())
     })?;
-    load_step(generation::DEFAULT_BUDGET)
+    load_step(generation::DEFAULT_BUDGET, loading::MAX_READ_PER_CALL)
 }
 
 /// Greedy continuation of `prompt` by up to `max_new_tokens`, stopping at end-of-text.
@@ -392,6 +413,9 @@ mod tests {
             std::fs::write(path, &generated).unwrap();
         }
         let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(committed == generated, "canister/gpt2_backend.did is stale: run UPDATE_DID=1 cargo test -p gpt2_backend");
+        assert!(
+            committed == generated,
+            "canister/gpt2_backend.did is stale: run UPDATE_DID=1 cargo test -p gpt2_backend"
+        );
     }
 }

@@ -11,6 +11,10 @@ use crate::upload::UploadRecord;
 /// A first guess at the cost of reading, converting and packing one byte of weights,
 /// replaced by the measured rate after the first tensor.
 const INITIAL_INSTRUCTIONS_PER_BYTE: u64 = 50;
+/// Stable-memory bytes read per message, under the IC's 2 GiB limit for updates.
+pub const MAX_READ_PER_CALL: u64 = 1 << 30;
+/// The same for `post_upgrade`, under the IC's 8 GiB limit there.
+pub const MAX_READ_PER_UPGRADE: u64 = 6 << 30;
 
 pub struct Loading {
     plan: LoadPlan,
@@ -38,7 +42,13 @@ impl Loading {
         let header = parse_header(&json, file_len).map_err(|e| e.to_string())?;
         let plan = LoadPlan::new(&header).map_err(|e| e.to_string())?;
         let builder = ModelBuilder::new(&plan);
-        Ok(Loading { plan, builder, next: 0, loaded_bytes: 0, instructions_per_byte: INITIAL_INSTRUCTIONS_PER_BYTE })
+        Ok(Loading {
+            plan,
+            builder,
+            next: 0,
+            loaded_bytes: 0,
+            instructions_per_byte: INITIAL_INSTRUCTIONS_PER_BYTE,
+        })
     }
 
     pub fn plan(&self) -> &LoadPlan {
@@ -49,20 +59,24 @@ impl Loading {
         self.next == self.plan.steps.len()
     }
 
-    /// Loads tensors until done or until the next one would take `counter()` past `budget`
-    /// (at least one tensor per call, so loading always advances).
+    /// Loads tensors until done, or until the next one would take `counter()` past
+    /// `budget` or the bytes read past `max_read` (at least one tensor per call, so loading
+    /// always advances).
     pub fn advance(
         &mut self,
         upload: &UploadRecord,
         stable: &impl Stable,
         counter: &dyn Fn() -> u64,
         budget: u64,
+        max_read: u64,
     ) -> Result<(), String> {
-        let mut first = true;
+        let mut read = 0;
         while let Some(step) = self.plan.steps.get(self.next) {
             let bytes = step.tensor.len();
             let before = counter();
-            if !first && before + bytes * self.instructions_per_byte > budget {
+            let over_budget =
+                before.saturating_add(bytes.saturating_mul(self.instructions_per_byte)) > budget;
+            if read > 0 && (over_budget || read + bytes > max_read) {
                 break;
             }
             let mut buf = vec![0u8; bytes as usize];
@@ -73,7 +87,7 @@ impl Loading {
             }
             self.loaded_bytes += bytes;
             self.next += 1;
-            first = false;
+            read += bytes.max(1);
         }
         Ok(())
     }
@@ -91,5 +105,83 @@ impl Loading {
 
     pub fn finish(self) -> Result<Model, String> {
         self.builder.finish().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use gpt2_engine::{load_model, KvCache, Portable};
+
+    use super::*;
+    use crate::api::UploadBegin;
+    use crate::sha256::hex;
+    use crate::stable::MemStable;
+
+    fn uploaded(file: &[u8]) -> (UploadRecord, MemStable) {
+        use sha2::Digest;
+        let mut stable = MemStable::default();
+        let mut upload = UploadRecord::default();
+        let sha256 = hex(&sha2::Sha256::digest(file));
+        upload
+            .begin(UploadBegin {
+                size: file.len() as u64,
+                sha256,
+            })
+            .unwrap();
+        upload.append(&mut stable, 0, file).unwrap();
+        upload.finalize().unwrap();
+        (upload, stable)
+    }
+
+    #[test]
+    fn a_model_over_the_per_call_limits_loads_over_several_calls() {
+        let file = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../engine/tests/fixtures/small64/model.safetensors"
+        ))
+        .unwrap();
+        let (upload, stable) = uploaded(&file);
+        // An instruction counter that advances with every read, as in a real message.
+        let used = Cell::new(0u64);
+        let counter = || {
+            used.set(used.get() + 1_000_000);
+            used.get()
+        };
+        let mut loading = Loading::start(&upload, &stable).unwrap();
+        let mut calls = 0;
+        while !loading.is_done() {
+            used.set(0);
+            let before = loading.progress(0).loaded_tensors;
+            loading
+                .advance(&upload, &stable, &counter, 3_000_000, 200_000)
+                .unwrap();
+            assert!(
+                loading.progress(0).loaded_tensors > before,
+                "every call advances"
+            );
+            calls += 1;
+        }
+        assert!(calls > 5, "{calls} calls");
+        let model = loading.finish().unwrap();
+        let reference = load_model(&file).unwrap();
+        let run = |m: &gpt2_engine::Model| {
+            let hidden = m
+                .forward(&Portable, &mut KvCache::new(&m.config), &[1, 2, 3])
+                .unwrap();
+            m.logits(&Portable, &hidden)
+        };
+        assert_eq!(run(&model), run(&reference));
+    }
+
+    #[test]
+    fn loading_needs_a_complete_upload() {
+        let (mut upload, stable) = uploaded(b"12345678");
+        upload.complete = false;
+        assert!(Loading::start(&upload, &stable)
+            .err()
+            .unwrap()
+            .contains("not complete"));
     }
 }

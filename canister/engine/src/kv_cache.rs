@@ -12,7 +12,11 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(config: &Config) -> Self {
-        KvCache { n_embd: config.n_embd, len: 0, layers: vec![(Vec::new(), Vec::new()); config.n_layer] }
+        KvCache {
+            n_embd: config.n_embd,
+            len: 0,
+            layers: vec![(Vec::new(), Vec::new()); config.n_layer],
+        }
     }
 
     /// Tokens whose keys and values are stored.
@@ -26,7 +30,10 @@ impl KvCache {
 
     /// Heap bytes the cache holds now.
     pub fn heap_bytes(&self) -> usize {
-        self.layers.iter().map(|(k, v)| (k.capacity() + v.capacity()) * 4).sum()
+        self.layers
+            .iter()
+            .map(|(k, v)| (k.capacity() + v.capacity()) * 4)
+            .sum()
     }
 
     /// Appends one token's key and value to layer `l` (visible once `commit` is called).
@@ -39,7 +46,10 @@ impl KvCache {
     /// Marks `n` pushed tokens as part of the context.
     pub(crate) fn commit(&mut self, n: usize) {
         self.len += n;
-        debug_assert!(self.layers.iter().all(|(k, _)| k.len() == self.len * self.n_embd));
+        debug_assert!(self
+            .layers
+            .iter()
+            .all(|(k, _)| k.len() == self.len * self.n_embd));
     }
 
     /// Keys and values of layer `l`, including tokens pushed but not yet committed.

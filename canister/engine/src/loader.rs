@@ -103,14 +103,21 @@ fn role_of(full_name: &str) -> Result<Option<Role>, EngineError> {
         "ln_f.bias" => Role::FinalNormBias,
         "lm_head.weight" => Role::LmHead,
         _ => {
-            let unexpected = || bad_model(format!("unexpected tensor {full_name} (not a GPT-2 checkpoint?)"));
+            let unexpected = || {
+                bad_model(format!(
+                    "unexpected tensor {full_name} (not a GPT-2 checkpoint?)"
+                ))
+            };
             let rest = name.strip_prefix("h.").ok_or_else(unexpected)?;
             let (index, param) = rest.split_once('.').ok_or_else(unexpected)?;
             let index: usize = index.parse().map_err(|_| unexpected())?;
             if IGNORED_BLOCK_TENSORS.contains(&param) {
                 return Ok(None);
             }
-            let (_, p) = BLOCK_PARAMS.iter().find(|(n, _)| *n == param).ok_or_else(unexpected)?;
+            let (_, p) = BLOCK_PARAMS
+                .iter()
+                .find(|(n, _)| *n == param)
+                .ok_or_else(unexpected)?;
             Role::Block(index, *p)
         }
     };
@@ -122,10 +129,15 @@ fn infer_config(
     metadata: &BTreeMap<String, String>,
 ) -> Result<Config, EngineError> {
     let shape2 = |role: Role, what: &str| -> Result<(usize, usize), EngineError> {
-        let t = roles.get(&role).ok_or_else(|| bad_model(format!("missing tensor {what}")))?;
+        let t = roles
+            .get(&role)
+            .ok_or_else(|| bad_model(format!("missing tensor {what}")))?;
         match t.shape[..] {
             [a, b] => Ok((a, b)),
-            _ => Err(bad_model(format!("tensor {} has shape {:?}, expected 2-D", t.name, t.shape))),
+            _ => Err(bad_model(format!(
+                "tensor {} has shape {:?}, expected 2-D",
+                t.name, t.shape
+            ))),
         }
     };
     let (vocab_size, n_embd) = shape2(Role::TokenEmbedding, "wte.weight")?;
@@ -147,9 +159,9 @@ fn infer_config(
         metadata
             .get(key)
             .map(|v| {
-                v.trim()
-                    .parse::<usize>()
-                    .map_err(|_| bad_model(format!("__metadata__ {key}={v:?} is not a whole number")))
+                v.trim().parse::<usize>().map_err(|_| {
+                    bad_model(format!("__metadata__ {key}={v:?} is not a whole number"))
+                })
             })
             .transpose()
     };
@@ -164,11 +176,17 @@ fn infer_config(
         }
     };
     if n_head == 0 || n_embd % n_head != 0 {
-        return Err(bad_model(format!("n_head {n_head} does not divide n_embd {n_embd}")));
+        return Err(bad_model(format!(
+            "n_head {n_head} does not divide n_embd {n_embd}"
+        )));
     }
-    for (key, actual) in
-        [("n_layer", n_layer), ("n_embd", n_embd), ("vocab_size", vocab_size), ("n_ctx", n_ctx), ("n_inner", n_inner)]
-    {
+    for (key, actual) in [
+        ("n_layer", n_layer),
+        ("n_embd", n_embd),
+        ("vocab_size", vocab_size),
+        ("n_ctx", n_ctx),
+        ("n_inner", n_inner),
+    ] {
         if let Some(declared) = meta(key)? {
             if declared != actual {
                 return Err(bad_model(format!(
@@ -183,10 +201,22 @@ fn infer_config(
             .parse::<f32>()
             .ok()
             .filter(|e| *e > 0.0)
-            .ok_or_else(|| bad_model(format!("__metadata__ layer_norm_epsilon={v:?} is not a positive number")))?,
+            .ok_or_else(|| {
+                bad_model(format!(
+                    "__metadata__ layer_norm_epsilon={v:?} is not a positive number"
+                ))
+            })?,
         None => 1e-5,
     };
-    Ok(Config { n_layer, n_head, n_embd, n_inner, vocab_size, n_ctx, layer_norm_epsilon })
+    Ok(Config {
+        n_layer,
+        n_head,
+        n_embd,
+        n_inner,
+        vocab_size,
+        n_ctx,
+        layer_norm_epsilon,
+    })
 }
 
 fn expected_shape(role: Role, c: &Config) -> Vec<usize> {
@@ -208,7 +238,10 @@ fn expected_shape(role: Role, c: &Config) -> Vec<usize> {
     }
 }
 
-fn check_shapes(roles: &BTreeMap<Role, &TensorInfo>, config: &Config) -> Result<Vec<LoadStep>, EngineError> {
+fn check_shapes(
+    roles: &BTreeMap<Role, &TensorInfo>,
+    config: &Config,
+) -> Result<Vec<LoadStep>, EngineError> {
     let mut required = vec![
         Role::TokenEmbedding,
         Role::PositionEmbedding,
@@ -227,12 +260,21 @@ fn check_shapes(roles: &BTreeMap<Role, &TensorInfo>, config: &Config) -> Result<
     for (&role, &t) in roles {
         let want = expected_shape(role, config);
         if t.shape != want {
-            return Err(bad_model(format!("tensor {} has shape {:?}, expected {want:?}", t.name, t.shape)));
+            return Err(bad_model(format!(
+                "tensor {} has shape {:?}, expected {want:?}",
+                t.name, t.shape
+            )));
         }
         if t.dtype == Dtype::I8 {
-            return Err(bad_model(format!("tensor {} is I8; this canister build loads float weights", t.name)));
+            return Err(bad_model(format!(
+                "tensor {} is I8; this canister build loads float weights",
+                t.name
+            )));
         }
-        steps.push(LoadStep { role, tensor: t.clone() });
+        steps.push(LoadStep {
+            role,
+            tensor: t.clone(),
+        });
     }
     steps.sort_by_key(|s| s.tensor.start);
     Ok(steps)
@@ -246,7 +288,10 @@ fn role_name(role: Role) -> String {
         Role::FinalNormBias => "ln_f.bias".into(),
         Role::LmHead => "lm_head.weight".into(),
         Role::Block(l, p) => {
-            let name = BLOCK_PARAMS.iter().find(|(_, q)| *q == p).map_or("?", |(n, _)| n);
+            let name = BLOCK_PARAMS
+                .iter()
+                .find(|(_, q)| *q == p)
+                .map_or("?", |(n, _)| n);
             format!("h.{l}.{name}")
         }
     }
@@ -255,12 +300,18 @@ fn role_name(role: Role) -> String {
 /// Decodes little-endian tensor bytes to f32.
 pub fn to_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
     match dtype {
-        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         Dtype::BF16 => bytes
             .chunks_exact(2)
             .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
             .collect(),
-        Dtype::F16 => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
         Dtype::I8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
     }
 }
@@ -297,7 +348,12 @@ impl ModelBuilder {
             .iter()
             .find(|s| s.role == Role::TokenEmbedding)
             .map_or(Dtype::F32, |s| s.tensor.dtype);
-        ModelBuilder { config: plan.config.clone(), file_dtype, vectors: BTreeMap::new(), matrices: BTreeMap::new() }
+        ModelBuilder {
+            config: plan.config.clone(),
+            file_dtype,
+            vectors: BTreeMap::new(),
+            matrices: BTreeMap::new(),
+        }
     }
 
     /// Converts and stores one planned tensor from its raw bytes.
@@ -312,20 +368,32 @@ impl ModelBuilder {
         }
         let values = to_f32(step.tensor.dtype, bytes);
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(bad_model(format!("tensor {} holds a non-finite value at element {i}", step.tensor.name)));
+            return Err(bad_model(format!(
+                "tensor {} holds a non-finite value at element {i}",
+                step.tensor.name
+            )));
         }
         let shape = &step.tensor.shape;
         match step.role {
             Role::TokenEmbedding | Role::LmHead => {
-                self.matrices.insert(step.role, PackedMatrix::from_out_in(shape[1], shape[0], &values));
+                self.matrices.insert(
+                    step.role,
+                    PackedMatrix::from_out_in(shape[1], shape[0], &values),
+                );
             }
             Role::Block(_, p)
                 if matches!(
                     p,
-                    BlockParam::AttnWeight | BlockParam::AttnProjWeight | BlockParam::FcWeight | BlockParam::MlpProjWeight
+                    BlockParam::AttnWeight
+                        | BlockParam::AttnProjWeight
+                        | BlockParam::FcWeight
+                        | BlockParam::MlpProjWeight
                 ) =>
             {
-                self.matrices.insert(step.role, PackedMatrix::from_in_out(shape[0], shape[1], &values));
+                self.matrices.insert(
+                    step.role,
+                    PackedMatrix::from_in_out(shape[0], shape[1], &values),
+                );
             }
             _ => {
                 self.vectors.insert(step.role, values);
@@ -337,29 +405,56 @@ impl ModelBuilder {
     /// Assembles the model; every planned tensor must have been added.
     pub fn finish(mut self) -> Result<Model, EngineError> {
         let mut vector = |role: Role| {
-            self.vectors.remove(&role).ok_or_else(|| bad_model(format!("tensor {} was not loaded", role_name(role))))
+            self.vectors
+                .remove(&role)
+                .ok_or_else(|| bad_model(format!("tensor {} was not loaded", role_name(role))))
         };
         let wpe = vector(Role::PositionEmbedding)?;
-        let ln_f = LayerNorm { weight: vector(Role::FinalNormWeight)?, bias: vector(Role::FinalNormBias)? };
+        let ln_f = LayerNorm {
+            weight: vector(Role::FinalNormWeight)?,
+            bias: vector(Role::FinalNormBias)?,
+        };
         let mut blocks = Vec::with_capacity(self.config.n_layer);
         for l in 0..self.config.n_layer {
             use BlockParam::*;
             let mut v = |p| vector(Role::Block(l, p));
-            let ln_1 = LayerNorm { weight: v(Ln1Weight)?, bias: v(Ln1Bias)? };
-            let ln_2 = LayerNorm { weight: v(Ln2Weight)?, bias: v(Ln2Bias)? };
-            let (b_attn, b_proj, b_fc, b_mlp) = (v(AttnBias)?, v(AttnProjBias)?, v(FcBias)?, v(MlpProjBias)?);
+            let ln_1 = LayerNorm {
+                weight: v(Ln1Weight)?,
+                bias: v(Ln1Bias)?,
+            };
+            let ln_2 = LayerNorm {
+                weight: v(Ln2Weight)?,
+                bias: v(Ln2Bias)?,
+            };
+            let (b_attn, b_proj, b_fc, b_mlp) =
+                (v(AttnBias)?, v(AttnProjBias)?, v(FcBias)?, v(MlpProjBias)?);
             let mut m = |p| {
-                self.matrices
-                    .remove(&Role::Block(l, p))
-                    .ok_or_else(|| bad_model(format!("tensor {} was not loaded", role_name(Role::Block(l, p)))))
+                self.matrices.remove(&Role::Block(l, p)).ok_or_else(|| {
+                    bad_model(format!(
+                        "tensor {} was not loaded",
+                        role_name(Role::Block(l, p))
+                    ))
+                })
             };
             blocks.push(Block {
                 ln_1,
-                attn_qkv: Linear { weight: m(AttnWeight)?, bias: b_attn },
-                attn_proj: Linear { weight: m(AttnProjWeight)?, bias: b_proj },
+                attn_qkv: Linear {
+                    weight: m(AttnWeight)?,
+                    bias: b_attn,
+                },
+                attn_proj: Linear {
+                    weight: m(AttnProjWeight)?,
+                    bias: b_proj,
+                },
                 ln_2,
-                mlp_fc: Linear { weight: m(FcWeight)?, bias: b_fc },
-                mlp_proj: Linear { weight: m(MlpProjWeight)?, bias: b_mlp },
+                mlp_fc: Linear {
+                    weight: m(FcWeight)?,
+                    bias: b_fc,
+                },
+                mlp_proj: Linear {
+                    weight: m(MlpProjWeight)?,
+                    bias: b_mlp,
+                },
             });
         }
         let wte = self
@@ -367,7 +462,15 @@ impl ModelBuilder {
             .remove(&Role::TokenEmbedding)
             .ok_or_else(|| bad_model("tensor wte.weight was not loaded"))?;
         let lm_head = self.matrices.remove(&Role::LmHead);
-        Ok(Model { config: self.config, file_dtype: self.file_dtype, wte, wpe, blocks, ln_f, lm_head })
+        Ok(Model {
+            config: self.config,
+            file_dtype: self.file_dtype,
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            lm_head,
+        })
     }
 }
 
@@ -377,7 +480,13 @@ mod tests {
 
     #[test]
     fn f16_decoding() {
-        for (bits, want) in [(0x3c00u16, 1.0f32), (0xc000, -2.0), (0x0001, 5.960_464_5e-8), (0x7bff, 65504.0), (0, 0.0)] {
+        for (bits, want) in [
+            (0x3c00u16, 1.0f32),
+            (0xc000, -2.0),
+            (0x0001, 5.960_464_5e-8),
+            (0x7bff, 65504.0),
+            (0, 0.0),
+        ] {
             assert_eq!(f16_to_f32(bits), want, "{bits:#x}");
         }
         assert!(f16_to_f32(0x7c00).is_infinite());

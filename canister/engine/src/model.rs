@@ -94,25 +94,45 @@ impl Model {
         let mut fc = vec![0.0f32; n * self.config.n_inner];
         for (l, block) in self.blocks.iter().enumerate() {
             layer_norm(&x, &mut h, &block.ln_1, self.config.layer_norm_epsilon);
-            k.matmul(&block.attn_qkv.weight, Some(&block.attn_qkv.bias), &h, &mut qkv);
+            k.matmul(
+                &block.attn_qkv.weight,
+                Some(&block.attn_qkv.bias),
+                &h,
+                &mut qkv,
+            );
             for t in 0..n {
                 let row = &qkv[t * 3 * c..(t + 1) * 3 * c];
                 cache.push(l, &row[c..2 * c], &row[2 * c..]);
             }
             self.attention(k, cache, l, start, &qkv, &mut att);
-            k.matmul(&block.attn_proj.weight, Some(&block.attn_proj.bias), &att, &mut proj);
+            k.matmul(
+                &block.attn_proj.weight,
+                Some(&block.attn_proj.bias),
+                &att,
+                &mut proj,
+            );
             add_in_place(&mut x, &proj);
 
             layer_norm(&x, &mut h, &block.ln_2, self.config.layer_norm_epsilon);
             k.matmul(&block.mlp_fc.weight, Some(&block.mlp_fc.bias), &h, &mut fc);
             fc.iter_mut().for_each(|v| *v = gelu(*v));
-            k.matmul(&block.mlp_proj.weight, Some(&block.mlp_proj.bias), &fc, &mut proj);
+            k.matmul(
+                &block.mlp_proj.weight,
+                Some(&block.mlp_proj.bias),
+                &fc,
+                &mut proj,
+            );
             add_in_place(&mut x, &proj);
         }
         cache.commit(n);
 
         let mut out = vec![0.0f32; c];
-        layer_norm(&x[(n - 1) * c..], &mut out, &self.ln_f, self.config.layer_norm_epsilon);
+        layer_norm(
+            &x[(n - 1) * c..],
+            &mut out,
+            &self.ln_f,
+            self.config.layer_norm_epsilon,
+        );
         Ok(out)
     }
 
@@ -166,7 +186,10 @@ impl Model {
             .blocks
             .iter()
             .map(|b| {
-                ln(&b.ln_1) + lin(&b.attn_qkv) + lin(&b.attn_proj) + ln(&b.ln_2)
+                ln(&b.ln_1)
+                    + lin(&b.attn_qkv)
+                    + lin(&b.attn_proj)
+                    + ln(&b.ln_2)
                     + lin(&b.mlp_fc)
                     + lin(&b.mlp_proj)
             })

@@ -399,8 +399,9 @@ class ReplicaBackend:
         self.description = f"{where} ({self.url}, canister {_short_id(canister_id)})"
         # Local endpoints must not go through an HTTP proxy from the environment.
         self._trust_env = not self.is_local
-        self._local = threading.local()
-        self._clients: list[httpx.Client] = []
+        # Idle keep-alive clients; a request borrows one, so concurrent calls (parallel
+        # upload chunks, short-lived UI worker threads) share as many as run at once.
+        self._idle: list[httpx.Client] = []
         self._clients_lock = threading.Lock()
         # API version per endpoint kind; moves to an older one when a replica 404s a newer.
         self._version: dict[str, str] = {}
@@ -454,9 +455,9 @@ class ReplicaBackend:
         return {str(k): v for k, v in decoded.items()}
 
     def close(self) -> None:
-        self._closed = True
         with self._clients_lock:
-            clients, self._clients = self._clients, []
+            self._closed = True
+            clients, self._idle = self._idle, []
         for client in clients:
             client.close()
 
@@ -598,10 +599,12 @@ class ReplicaBackend:
                 attempt += 1
                 self._sleep_backoff(attempt, deadline)
 
-    @staticmethod
-    def _sleep_backoff(attempt: int, deadline: float) -> None:
-        pause = min(0.25 * 2 ** (attempt - 1), 2.0, max(0.0, deadline - time.monotonic()))
-        time.sleep(pause)
+    #: First pause between attempts (doubling, at most 2 s, never past the deadline).
+    backoff_s = 0.25
+
+    def _sleep_backoff(self, attempt: int, deadline: float) -> None:
+        pause = min(self.backoff_s * 2 ** (attempt - 1), 2.0, deadline - time.monotonic())
+        time.sleep(max(0.0, pause))
 
     def _cbor_post(self, endpoint: _Endpoint, envelope: bytes, deadline: float) -> Any:
         status, body = self._post(endpoint, envelope, deadline)
@@ -633,17 +636,20 @@ class ReplicaBackend:
                 continue
             return status, body
 
-    def _client(self) -> httpx.Client:
-        if self._closed:
-            raise BackendError("this replica connection is closed")
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            # One keep-alive client per thread: parallel uploads run on several threads.
-            client = httpx.Client(trust_env=self._trust_env, follow_redirects=False)
-            self._local.client = client
-            with self._clients_lock:
-                self._clients.append(client)
-        return client
+    def _borrow(self) -> httpx.Client:
+        with self._clients_lock:
+            if self._closed:
+                raise BackendError("this replica connection is closed")
+            if self._idle:
+                return self._idle.pop()
+        return httpx.Client(trust_env=self._trust_env, follow_redirects=False)
+
+    def _give_back(self, client: httpx.Client) -> None:
+        with self._clients_lock:
+            if not self._closed and len(self._idle) < 8:
+                self._idle.append(client)
+                return
+        client.close()
 
     def _http(
         self, verb: str, url: str, content: bytes | None, deadline: float
@@ -653,10 +659,9 @@ class ReplicaBackend:
             raise _HttpFailure("timeout", "out of time")
         timeout = httpx.Timeout(remaining, connect=min(remaining, _CONNECT_TIMEOUT_S))
         headers = {"Content-Type": "application/cbor"} if content is not None else {}
+        client = self._borrow()
         try:
-            response = self._client().request(
-                verb, url, content=content, headers=headers, timeout=timeout
-            )
+            response = client.request(verb, url, content=content, headers=headers, timeout=timeout)
         except httpx.TimeoutException as e:
             raise _HttpFailure("timeout", str(e) or type(e).__name__) from e
         except httpx.ConnectError as e:
@@ -666,6 +671,8 @@ class ReplicaBackend:
             raise _HttpFailure("network", _reason(e)) from e
         except httpx.HTTPError as e:
             raise _HttpFailure("connect", _reason(e)) from e
+        finally:
+            self._give_back(client)
         return response.status_code, response.content
 
     # ------------------------------------------------------------------ messages
@@ -709,9 +716,12 @@ class ReplicaBackend:
             return BackendError(f"the connection to {url} broke during `{method}`: {e.detail}")
         status = e.status or 0
         text = _body_text(e.body)
-        if _mentions_canister(e.body) and "not found" in text.lower():
+        lowered = text.lower()
+        if "canister" in lowered and any(
+            w in lowered for w in ("not found", "not_found", "does not exist")
+        ):
             return self._missing_canister()
-        if status == 400 and "expiry" in text.lower():
+        if status == 400 and "expiry" in lowered:
             return BackendError(
                 f"{url} refused `{method}` because of its expiry time ({text}): "
                 "check this computer's clock"

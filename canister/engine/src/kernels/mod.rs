@@ -37,8 +37,15 @@ pub type BestKernels = Portable;
 /// Checks the shapes every `matmul` implementation relies on; returns the token count.
 fn matmul_tokens(w: &PackedMatrix, bias: Option<&[f32]>, x: &[f32], y: &[f32]) -> usize {
     let tokens = x.len() / w.rows();
-    assert!(x.len() == tokens * w.rows(), "matmul: x is not whole rows of {}", w.rows());
-    assert!(y.len() == tokens * w.cols(), "matmul: y has the wrong length");
+    assert!(
+        x.len() == tokens * w.rows(),
+        "matmul: x is not whole rows of {}",
+        w.rows()
+    );
+    assert!(
+        y.len() == tokens * w.cols(),
+        "matmul: y has the wrong length"
+    );
     if let Some(b) = bias {
         assert_eq!(b.len(), w.cols(), "matmul: bias has the wrong length");
     }
@@ -84,7 +91,9 @@ mod tests {
                 for t in 0..tokens {
                     for o in 0..cols {
                         let want: f32 = b.map_or(0.0, |b| b[o])
-                            + (0..rows).map(|i| x[t * rows + i] * w.get(i, o)).sum::<f32>();
+                            + (0..rows)
+                                .map(|i| x[t * rows + i] * w.get(i, o))
+                                .sum::<f32>();
                         assert!((y_ref[t * cols + o] - want).abs() < 1e-4);
                     }
                 }

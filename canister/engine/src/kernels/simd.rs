@@ -48,7 +48,9 @@ impl Kernels for Simd128 {
         let mut acc = F32x4::splat(0.0);
         for i in (0..n).step_by(LANES) {
             // SAFETY: i + 4 <= n <= len of both slices.
-            unsafe { acc = acc.add(F32x4::load(a.as_ptr().add(i)).mul(F32x4::load(b.as_ptr().add(i)))) };
+            unsafe {
+                acc = acc.add(F32x4::load(a.as_ptr().add(i)).mul(F32x4::load(b.as_ptr().add(i))))
+            };
         }
         acc.sum() + a[n..].iter().zip(&b[n..]).map(|(x, y)| x * y).sum::<f32>()
     }
@@ -61,7 +63,9 @@ impl Kernels for Simd128 {
             // SAFETY: i + 4 <= n <= len of both slices.
             unsafe {
                 let p = y.as_mut_ptr().add(i);
-                F32x4::load(p).add(av.mul(F32x4::load(x.as_ptr().add(i)))).store(p);
+                F32x4::load(p)
+                    .add(av.mul(F32x4::load(x.as_ptr().add(i))))
+                    .store(p);
             }
         }
         for (yi, xi) in y[n..].iter_mut().zip(&x[n..]) {
