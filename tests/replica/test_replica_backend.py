@@ -28,14 +28,8 @@ from replica_fakes import (
 )
 
 from gpt2_chat.backends.base import BackendError, InstructionLimitExceeded, Reply
-from gpt2_chat.backends.replica import (
-    IdentityError,
-    ReplicaBackend,
-    identity_from_pem,
-    load_identity,
-    resolve_canister_id,
-    resolve_network_url,
-)
+from gpt2_chat.backends.replica import ReplicaBackend, resolve_canister_id, resolve_network_url
+from gpt2_chat.identity import IdentityError, identity_from_pem, load_identity
 
 CANISTER_ID = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
 ARG = b"DIDL\x00\x01\x7e\x01"

@@ -311,8 +311,12 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
     from gpt2_chat.replica import tools
 
-    result = {"start": tools.start, "stop": tools.stop, "status": tools.status}[args.action]()
-    print(result)
+    actions: dict[str, Callable[[], object]] = {
+        "start": tools.start,
+        "stop": tools.stop,
+        "status": tools.status,
+    }
+    print(actions[args.action]())
     return 0
 
 
