@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 from gpt2_chat.client.prepare import Gpt2Config, PrepareError, download, prepare
 
@@ -173,9 +173,29 @@ def test_prepared_file_prepares_to_the_same_tensors(tmp_path: Path) -> None:
 
 
 def test_unsupported_dtype_is_refused_before_any_work(tmp_path: Path) -> None:
-    with pytest.raises(PrepareError, match="int8 is not supported yet"):
-        prepare(str(FIXTURE), tmp_path / "out.safetensors", dtype="int8")
+    with pytest.raises(PrepareError, match="int4 is not supported; choose one of f32, int8"):
+        prepare(str(FIXTURE), tmp_path / "out.safetensors", dtype="int4")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_int8_stores_matrices_as_int8_with_per_output_scales(tmp_path: Path) -> None:
+    out = prepare(str(FIXTURE), tmp_path / "int8.safetensors", dtype="int8")
+    f32 = prepare(str(FIXTURE), tmp_path / "f32.safetensors")
+    q, ref = load_file(out.path), load_file(f32.path)
+    assert out.size < f32.size / 2
+    for name, a in ref.items():
+        if name == "wte.weight" or name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+            assert q[name].dtype == np.int8 and q[name].shape == a.shape
+            assert int(np.abs(q[name]).max()) == 127
+            scale = q[name + "_scale"]
+            axis = 0 if name == "wte.weight" else 1
+            assert scale.shape == (a.shape[axis],)
+            back = q[name] * (scale[:, None] if axis == 0 else scale[None, :])
+            assert np.abs(back - a).max() <= scale.max() / 2 + 1e-7
+        else:
+            np.testing.assert_array_equal(q[name], a)
+    with safe_open(out.path, "np") as f:
+        assert f.metadata()["dtype"] == "int8"
 
 
 # --- synthetic checkpoints -------------------------------------------------------------------

@@ -24,9 +24,7 @@ pub fn budget(requested: Option<u64>) -> Result<u64, String> {
     match requested {
         None => Ok(DEFAULT_BUDGET),
         Some(b) if b <= MAX_BUDGET => Ok(b),
-        Some(b) => Err(format!(
-            "instruction budget {b} is over the maximum {MAX_BUDGET}"
-        )),
+        Some(b) => Err(format!("instruction budget {b} is over the maximum {MAX_BUDGET}")),
     }
 }
 
@@ -35,11 +33,7 @@ pub fn budget(requested: Option<u64>) -> Result<u64, String> {
 fn estimate_per_token(config: &Config, position: usize, with_head: bool) -> u64 {
     let (e, f) = (config.n_embd as u64, config.n_inner as u64);
     let macs = config.n_layer as u64 * (4 * e * e + 2 * e * f + 2 * e * position as u64)
-        + if with_head {
-            e * config.vocab_size as u64
-        } else {
-            0
-        };
+        + if with_head { e * config.vocab_size as u64 } else { 0 };
     3 * macs + 1_000_000
 }
 
@@ -59,10 +53,7 @@ fn replay<A: CandidType, R: CandidType + DeserializeOwned>(
             return Decode!(last_reply, R).map(Some).map_err(|e| e.to_string());
         }
     }
-    Err(format!(
-        "session {} is at position {at}, not {position}",
-        session.id
-    ))
+    Err(format!("session {} is at position {at}, not {position}", session.id))
 }
 
 fn remember<A: CandidType, R: CandidType>(session: &mut Session, args: &A, reply: &R) {
@@ -79,20 +70,14 @@ pub fn prefill(
         return Ok(reply);
     }
     let budget = budget(args.instruction_budget)?;
-    model
-        .check_tokens(session.tokens.len(), &args.tokens)
-        .map_err(|e| e.to_string())?;
+    model.check_tokens(session.tokens.len(), &args.tokens).map_err(|e| e.to_string())?;
     let mut per_token = estimate_per_token(&model.config, session.tokens.len(), false);
     let mut consumed = 0;
     while consumed < args.tokens.len() {
         let used = counter();
         let affordable = (budget.saturating_sub(used) / per_token) as usize;
         // At least one block per call, so a prefill always advances.
-        let n = if consumed == 0 {
-            affordable.max(1)
-        } else {
-            affordable
-        };
+        let n = if consumed == 0 { affordable.max(1) } else { affordable };
         let n = n.min(PREFILL_BLOCK).min(args.tokens.len() - consumed);
         if n == 0 {
             break;
@@ -125,11 +110,7 @@ pub fn generate(
         return Ok(reply);
     }
     let budget = budget(args.instruction_budget)?;
-    let sampling = args
-        .sampling
-        .map(from_api)
-        .transpose()?
-        .unwrap_or(session.sampling);
+    let sampling = args.sampling.map(from_api).transpose()?.unwrap_or(session.sampling);
     if session.hidden.is_none() {
         return Err(format!(
             "session {} has no context to continue: prefill a prompt first",
@@ -153,17 +134,11 @@ pub fn generate(
             break StopReason::InstructionBudget;
         }
         let hidden = session.hidden.as_ref().expect("checked above");
-        let token = sample(
-            &sampling,
-            &model.logits(&k, hidden),
-            session.tokens.len() as u64,
-        );
+        let token = sample(&sampling, &model.logits(&k, hidden), session.tokens.len() as u64);
         if token == END_OF_TEXT {
             break StopReason::EndOfText;
         }
-        let hidden = model
-            .forward(&k, &mut session.cache, &[token])
-            .map_err(|e| e.to_string())?;
+        let hidden = model.forward(&k, &mut session.cache, &[token]).map_err(|e| e.to_string())?;
         session.hidden = Some(hidden);
         session.tokens.push(token);
         new_tokens.push(token);
@@ -191,22 +166,17 @@ pub fn seed_inference(
     let ids = prompt
         .iter()
         .map(|&id| {
-            u32::try_from(id)
-                .ok()
-                .filter(|&t| (t as usize) < vocab)
-                .ok_or_else(|| {
-                    format!(
-                        "token id {id} is out of range: the vocabulary has {vocab} ids (0..{})",
-                        vocab - 1
-                    )
-                })
+            u32::try_from(id).ok().filter(|&t| (t as usize) < vocab).ok_or_else(|| {
+                format!(
+                    "token id {id} is out of range: the vocabulary has {vocab} ids (0..{})",
+                    vocab - 1
+                )
+            })
         })
         .collect::<Result<Vec<u32>, String>>()?;
     let k = BestKernels::default();
     let mut cache = KvCache::new(&model.config);
-    let mut hidden = model
-        .forward(&k, &mut cache, &ids)
-        .map_err(|e| e.to_string())?;
+    let mut hidden = model.forward(&k, &mut cache, &ids).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let mut per_token = estimate_per_token(&model.config, cache.len(), true);
     while out.len() < max_new as usize && cache.len() < model.config.n_ctx {
@@ -220,9 +190,7 @@ pub fn seed_inference(
         }
         out.push(token as i64);
         if out.len() < max_new as usize {
-            hidden = model
-                .forward(&k, &mut cache, &[token])
-                .map_err(|e| e.to_string())?;
+            hidden = model.forward(&k, &mut cache, &[token]).map_err(|e| e.to_string())?;
         }
         per_token = per_token.max((counter() - used) * 11 / 10);
     }

@@ -53,9 +53,7 @@ fn require_controller() -> Result<(), String> {
     if ic_cdk::api::is_controller(&caller) {
         Ok(())
     } else {
-        Err(format!(
-            "only a controller of this canister may do this; {caller} is not one"
-        ))
+        Err(format!("only a controller of this canister may do this; {caller} is not one"))
     }
 }
 
@@ -212,11 +210,8 @@ fn load_model() -> Result<LoadProgress, String> {
 #[ic_cdk::query]
 fn model_info() -> ModelInfo {
     with_state(|s| {
-        let config = s
-            .model
-            .as_ref()
-            .map(|m| &m.config)
-            .or(s.loading.as_ref().map(|l| &l.plan().config));
+        let config =
+            s.model.as_ref().map(|m| &m.config).or(s.loading.as_ref().map(|l| &l.plan().config));
         ModelInfo {
             loaded: s.model.is_some(),
             config: config.map(|c| ModelConfig {
@@ -246,9 +241,7 @@ fn session_create(sampling: Sampling) -> Result<SessionInfo, String> {
     let params = from_api(sampling)?;
     with_state(|s| {
         let config = model(s)?.config.clone();
-        let session = s
-            .sessions
-            .create(caller, params, &config, ic_cdk::api::time())?;
+        let session = s.sessions.create(caller, params, &config, ic_cdk::api::time())?;
         Ok(session.info(&config))
     })
 }
@@ -257,10 +250,7 @@ fn session_create(sampling: Sampling) -> Result<SessionInfo, String> {
 fn session_prefill(args: PrefillArgs) -> Result<PrefillReply, String> {
     let caller = session_caller()?;
     with_state(|s| {
-        let model = s
-            .model
-            .as_ref()
-            .ok_or_else(|| "no model is loaded".to_string())?;
+        let model = s.model.as_ref().ok_or_else(|| "no model is loaded".to_string())?;
         let session = s.sessions.get_mut(args.session, caller)?;
         session.last_used_ns = ic_cdk::api::time();
         generation::prefill(model, session, &args, &instructions)
@@ -271,10 +261,7 @@ fn session_prefill(args: PrefillArgs) -> Result<PrefillReply, String> {
 fn session_generate(args: GenerateArgs) -> Result<GenerateReply, String> {
     let caller = session_caller()?;
     with_state(|s| {
-        let model = s
-            .model
-            .as_ref()
-            .ok_or_else(|| "no model is loaded".to_string())?;
+        let model = s.model.as_ref().ok_or_else(|| "no model is loaded".to_string())?;
         let session = s.sessions.get_mut(args.session, caller)?;
         session.last_used_ns = ic_cdk::api::time();
         generation::generate(model, session, &args, &instructions)
@@ -294,11 +281,7 @@ fn session_info(id: u64) -> Result<SessionInfo, String> {
 fn session_list() -> Vec<SessionInfo> {
     let caller = ic_cdk::api::msg_caller();
     with_state(|s| match &s.model {
-        Some(m) => s
-            .sessions
-            .owned_by(caller)
-            .map(|x| x.info(&m.config))
-            .collect(),
+        Some(m) => s.sessions.owned_by(caller).map(|x| x.info(&m.config)).collect(),
         None => Vec::new(),
     })
 }

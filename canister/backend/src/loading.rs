@@ -124,12 +124,7 @@ mod tests {
         let mut stable = MemStable::default();
         let mut upload = UploadRecord::default();
         let sha256 = hex(&sha2::Sha256::digest(file));
-        upload
-            .begin(UploadBegin {
-                size: file.len() as u64,
-                sha256,
-            })
-            .unwrap();
+        upload.begin(UploadBegin { size: file.len() as u64, sha256 }).unwrap();
         upload.append(&mut stable, 0, file).unwrap();
         upload.finalize().unwrap();
         (upload, stable)
@@ -154,22 +149,15 @@ mod tests {
         while !loading.is_done() {
             used.set(0);
             let before = loading.progress(0).loaded_tensors;
-            loading
-                .advance(&upload, &stable, &counter, 3_000_000, 200_000)
-                .unwrap();
-            assert!(
-                loading.progress(0).loaded_tensors > before,
-                "every call advances"
-            );
+            loading.advance(&upload, &stable, &counter, 3_000_000, 200_000).unwrap();
+            assert!(loading.progress(0).loaded_tensors > before, "every call advances");
             calls += 1;
         }
         assert!(calls > 5, "{calls} calls");
         let model = loading.finish().unwrap();
         let reference = load_model(&file).unwrap();
         let run = |m: &gpt2_engine::Model| {
-            let hidden = m
-                .forward(&Portable, &mut KvCache::new(&m.config), &[1, 2, 3])
-                .unwrap();
+            let hidden = m.forward(&Portable, &mut KvCache::new(&m.config), &[1, 2, 3]).unwrap();
             m.logits(&Portable, &hidden)
         };
         assert_eq!(run(&model), run(&reference));
@@ -179,9 +167,6 @@ mod tests {
     fn loading_needs_a_complete_upload() {
         let (mut upload, stable) = uploaded(b"12345678");
         upload.complete = false;
-        assert!(Loading::start(&upload, &stable)
-            .err()
-            .unwrap()
-            .contains("not complete"));
+        assert!(Loading::start(&upload, &stable).err().unwrap().contains("not complete"));
     }
 }

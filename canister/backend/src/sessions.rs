@@ -55,21 +55,12 @@ impl Session {
 }
 
 pub fn to_api(p: SamplingParams) -> Sampling {
-    Sampling {
-        temperature: p.temperature,
-        top_k: p.top_k,
-        top_p: p.top_p,
-        seed: p.seed,
-    }
+    Sampling { temperature: p.temperature, top_k: p.top_k, top_p: p.top_p, seed: p.seed }
 }
 
 pub fn from_api(s: Sampling) -> Result<SamplingParams, String> {
-    let p = SamplingParams {
-        temperature: s.temperature,
-        top_k: s.top_k,
-        top_p: s.top_p,
-        seed: s.seed,
-    };
+    let p =
+        SamplingParams { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, seed: s.seed };
     p.validate().map_err(|e| e.to_string())?;
     Ok(p)
 }
@@ -203,16 +194,9 @@ mod tests {
     #[test]
     fn sessions_are_private_to_their_owner() {
         let mut s = Sessions::default();
-        let id = s
-            .create(principal(1), SamplingParams::GREEDY, &config(8), 0)
-            .unwrap()
-            .id;
+        let id = s.create(principal(1), SamplingParams::GREEDY, &config(8), 0).unwrap().id;
         assert!(s.get_mut(id, principal(1)).is_ok());
-        assert!(s
-            .get_mut(id, principal(2))
-            .err()
-            .unwrap()
-            .contains("no session"));
+        assert!(s.get_mut(id, principal(2)).err().unwrap().contains("no session"));
         assert!(s.delete(id, principal(2)).is_err());
         assert_eq!(s.len(), 1);
         s.delete(id, principal(1)).unwrap();
@@ -222,45 +206,25 @@ mod tests {
     #[test]
     fn owner_cap_evicts_that_owners_least_recently_used() {
         let mut s = Sessions::default();
-        let other = s
-            .create(principal(9), SamplingParams::GREEDY, &config(8), 0)
-            .unwrap()
-            .id;
+        let other = s.create(principal(9), SamplingParams::GREEDY, &config(8), 0).unwrap().id;
         let ids: Vec<u64> = (0..MAX_SESSIONS_PER_OWNER as u64)
-            .map(|t| {
-                s.create(principal(1), SamplingParams::GREEDY, &config(8), 10 + t)
-                    .unwrap()
-                    .id
-            })
+            .map(|t| s.create(principal(1), SamplingParams::GREEDY, &config(8), 10 + t).unwrap().id)
             .collect();
         s.get_mut(ids[0], principal(1)).unwrap().last_used_ns = 100;
-        s.create(principal(1), SamplingParams::GREEDY, &config(8), 200)
-            .unwrap();
-        assert!(
-            s.get(ids[1], principal(1)).is_err(),
-            "least recently used is evicted"
-        );
+        s.create(principal(1), SamplingParams::GREEDY, &config(8), 200).unwrap();
+        assert!(s.get(ids[1], principal(1)).is_err(), "least recently used is evicted");
         assert!(s.get(ids[0], principal(1)).is_ok());
-        assert!(
-            s.get(other, principal(9)).is_ok(),
-            "other owners are untouched"
-        );
+        assert!(s.get(other, principal(9)).is_ok(), "other owners are untouched");
     }
 
     #[test]
     fn kv_limit_evicts_globally_and_refuses_oversized_sessions() {
         let mut s = Sessions::default();
         let big = config((KV_LIMIT_BYTES / 3 / config(1).kv_bytes_per_token() as u64) as usize);
-        let first = s
-            .create(principal(1), SamplingParams::GREEDY, &big, 0)
-            .unwrap()
-            .id;
-        s.create(principal(2), SamplingParams::GREEDY, &big, 1)
-            .unwrap();
-        s.create(principal(3), SamplingParams::GREEDY, &big, 2)
-            .unwrap();
-        s.create(principal(4), SamplingParams::GREEDY, &big, 3)
-            .unwrap();
+        let first = s.create(principal(1), SamplingParams::GREEDY, &big, 0).unwrap().id;
+        s.create(principal(2), SamplingParams::GREEDY, &big, 1).unwrap();
+        s.create(principal(3), SamplingParams::GREEDY, &big, 2).unwrap();
+        s.create(principal(4), SamplingParams::GREEDY, &big, 3).unwrap();
         assert!(s.get(first, principal(1)).is_err());
         assert!(s.reserved_bytes() <= KV_LIMIT_BYTES);
         let huge = config(KV_LIMIT_BYTES as usize);

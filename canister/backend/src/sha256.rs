@@ -21,11 +21,7 @@ pub struct Sha256State {
 
 impl Default for Sha256State {
     fn default() -> Self {
-        Sha256State {
-            state: INITIAL,
-            pending: Vec::new(),
-            total_len: 0,
-        }
+        Sha256State { state: INITIAL, pending: Vec::new(), total_len: 0 }
     }
 }
 
@@ -43,10 +39,8 @@ impl Sha256State {
             sha2::compress256(&mut self.state, &[*GenericArray::from_slice(&block)]);
         }
         let whole = data.len() / 64 * 64;
-        let blocks: Vec<_> = data[..whole]
-            .chunks_exact(64)
-            .map(|b| *GenericArray::from_slice(b))
-            .collect();
+        let blocks: Vec<_> =
+            data[..whole].chunks_exact(64).map(|b| *GenericArray::from_slice(b)).collect();
         sha2::compress256(&mut self.state, &blocks);
         self.pending.extend_from_slice(&data[whole..]);
     }
@@ -59,10 +53,7 @@ impl Sha256State {
         }
         tail.extend_from_slice(&(self.total_len * 8).to_be_bytes());
         let mut state = self.state;
-        let blocks: Vec<_> = tail
-            .chunks_exact(64)
-            .map(|b| *GenericArray::from_slice(b))
-            .collect();
+        let blocks: Vec<_> = tail.chunks_exact(64).map(|b| *GenericArray::from_slice(b)).collect();
         sha2::compress256(&mut state, &blocks);
         let mut out = [0u8; 32];
         for (o, w) in out.chunks_exact_mut(4).zip(state) {

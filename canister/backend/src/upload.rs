@@ -40,10 +40,7 @@ impl UploadRecord {
 
     pub fn write(&self, stable: &mut impl Stable) -> Result<(), String> {
         let bytes = Encode!(self).map_err(|e| format!("cannot encode the upload record: {e}"))?;
-        assert!(
-            bytes.len() + 4 <= DATA_START as usize,
-            "upload record outgrew its page"
-        );
+        assert!(bytes.len() + 4 <= DATA_START as usize, "upload record outgrew its page");
         stable.grow_to(DATA_START)?;
         stable.write(0, &(bytes.len() as u32).to_le_bytes());
         stable.write(4, &bytes);
@@ -69,22 +66,13 @@ impl UploadRecord {
             return Err(format!("sha256 {:?} is not 64 hex digits", args.sha256));
         }
         if args.size < 8 {
-            return Err(format!(
-                "a {}-byte file cannot be a safetensors model",
-                args.size
-            ));
+            return Err(format!("a {}-byte file cannot be a safetensors model", args.size));
         }
-        let declared = UploadBegin {
-            size: args.size,
-            sha256: sha,
-        };
+        let declared = UploadBegin { size: args.size, sha256: sha };
         if self.declared.as_ref() == Some(&declared) {
             return Ok(false);
         }
-        *self = UploadRecord {
-            declared: Some(declared),
-            ..UploadRecord::default()
-        };
+        *self = UploadRecord { declared: Some(declared), ..UploadRecord::default() };
         Ok(true)
     }
 
@@ -124,10 +112,7 @@ impl UploadRecord {
         let end = received + new.len() as u64;
         if let Some(d) = &self.declared {
             if end > d.size {
-                return Err(format!(
-                    "chunk ends at byte {end}, past the declared size {}",
-                    d.size
-                ));
+                return Err(format!("chunk ends at byte {end}, past the declared size {}", d.size));
             }
         }
         stable.grow_to(DATA_START + end)?;
@@ -195,10 +180,7 @@ mod tests {
     }
 
     fn declared(f: &[u8]) -> UploadBegin {
-        UploadBegin {
-            size: f.len() as u64,
-            sha256: hex(&sha2::Sha256::digest(f)),
-        }
+        UploadBegin { size: f.len() as u64, sha256: hex(&sha2::Sha256::digest(f)) }
     }
 
     #[test]
@@ -216,37 +198,22 @@ mod tests {
         let mut bad = f[1500..2500].to_vec();
         bad[0] ^= 1;
         let differ = rec.append(&mut s, 1500, &bad).unwrap_err();
-        assert!(
-            differ.contains("differs") && differ.contains("expected offset 2000"),
-            "{differ}"
-        );
+        assert!(differ.contains("differs") && differ.contains("expected offset 2000"), "{differ}");
         assert_eq!(rec.received, 2000);
 
         // The record survives a restart (upgrade) and the upload resumes where it was.
         rec.write(&mut s).unwrap();
         let mut rec = UploadRecord::read(&s).unwrap();
-        assert!(
-            !rec.begin(declared(&f)).unwrap(),
-            "same declaration must not reset"
-        );
-        assert!(rec
-            .finalize()
-            .unwrap_err()
-            .contains("received 2000 of 5000"));
+        assert!(!rec.begin(declared(&f)).unwrap(), "same declaration must not reset");
+        assert!(rec.finalize().unwrap_err().contains("received 2000 of 5000"));
         rec.append(&mut s, 2000, &f[2000..]).unwrap();
-        assert!(rec
-            .append(&mut s, 5000, &[1])
-            .unwrap_err()
-            .contains("past the declared size"));
+        assert!(rec.append(&mut s, 5000, &[1]).unwrap_err().contains("past the declared size"));
         rec.finalize().unwrap();
         assert_eq!(rec.sha256.as_deref(), Some(declared(&f).sha256.as_str()));
         let mut back = vec![0u8; 5000];
         rec.read_file(&s, 0, &mut back).unwrap();
         assert_eq!(back, f);
-        assert!(rec
-            .append(&mut s, 5000, &[1])
-            .unwrap_err()
-            .contains("complete"));
+        assert!(rec.append(&mut s, 5000, &[1]).unwrap_err().contains("complete"));
     }
 
     #[test]
@@ -261,10 +228,7 @@ mod tests {
         assert!(rec.finalize().unwrap_err().contains("sha256 mismatch"));
         assert_eq!(rec, before);
         assert!(rec
-            .begin(UploadBegin {
-                size: 10,
-                sha256: "xyz".into()
-            })
+            .begin(UploadBegin { size: 10, sha256: "xyz".into() })
             .unwrap_err()
             .contains("hex"));
     }

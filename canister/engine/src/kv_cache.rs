@@ -30,10 +30,7 @@ impl KvCache {
 
     /// Heap bytes the cache holds now.
     pub fn heap_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|(k, v)| (k.capacity() + v.capacity()) * 4)
-            .sum()
+        self.layers.iter().map(|(k, v)| (k.capacity() + v.capacity()) * 4).sum()
     }
 
     /// Appends one token's key and value to layer `l` (visible once `commit` is called).
@@ -46,10 +43,7 @@ impl KvCache {
     /// Marks `n` pushed tokens as part of the context.
     pub(crate) fn commit(&mut self, n: usize) {
         self.len += n;
-        debug_assert!(self
-            .layers
-            .iter()
-            .all(|(k, _)| k.len() == self.len * self.n_embd));
+        debug_assert!(self.layers.iter().all(|(k, _)| k.len() == self.len * self.n_embd));
     }
 
     /// Keys and values of layer `l`, including tokens pushed but not yet committed.

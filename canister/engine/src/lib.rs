@@ -30,10 +30,7 @@ pub fn load_model(file: &[u8]) -> Result<Model, EngineError> {
     let plan = LoadPlan::new(&header)?;
     let mut builder = ModelBuilder::new(&plan);
     for step in &plan.steps {
-        builder.add(
-            step,
-            &file[step.tensor.start as usize..step.tensor.end as usize],
-        )?;
+        builder.add(step, &file[step.tensor.start as usize..step.tensor.end as usize])?;
     }
     builder.finish()
 }

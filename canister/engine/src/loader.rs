@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use crate::config::Config;
 use crate::error::{bad_model, EngineError};
-use crate::kernels::PackedMatrix;
-use crate::model::{Block, LayerNorm, Linear, Model};
+use crate::kernels::{PackedMatrix, QuantMatrix};
+use crate::model::{Block, LayerNorm, Linear, Model, Weight};
 use crate::safetensors::{Dtype, Header, TensorInfo};
 
 /// What a tensor is in the network.
@@ -59,9 +59,21 @@ const BLOCK_PARAMS: [(&str, BlockParam); 12] = [
 /// Buffers some GPT-2 checkpoints carry (the causal mask); not weights.
 const IGNORED_BLOCK_TENSORS: [&str; 2] = ["attn.bias", "attn.masked_bias"];
 
+/// Which half of a tensor pair: the values, or the per-output scales of int8 values
+/// (stored as `<name>_scale`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    Values,
+    Scale,
+}
+
+/// Suffix of the tensor holding an int8 matrix's per-output-channel scales.
+pub const SCALE_SUFFIX: &str = "_scale";
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoadStep {
     pub role: Role,
+    pub part: Part,
     pub tensor: TensorInfo,
 }
 
@@ -75,15 +87,22 @@ pub struct LoadPlan {
 impl LoadPlan {
     pub fn new(header: &Header) -> Result<LoadPlan, EngineError> {
         let mut roles: BTreeMap<Role, &TensorInfo> = BTreeMap::new();
+        let mut scales: BTreeMap<Role, &TensorInfo> = BTreeMap::new();
         for t in &header.tensors {
-            if let Some(role) = role_of(&t.name)? {
-                if roles.insert(role, t).is_some() {
+            let (name, map) = match t.name.strip_suffix(SCALE_SUFFIX) {
+                Some(base) => (base, &mut scales),
+                None => (t.name.as_str(), &mut roles),
+            };
+            if let Some(role) = role_of(name)? {
+                if map.insert(role, t).is_some() {
                     return Err(bad_model(format!("tensor {} appears twice", t.name)));
                 }
             }
         }
         let config = infer_config(&roles, &header.metadata)?;
-        let steps = check_shapes(&roles, &config)?;
+        let mut steps = check_shapes(&roles, &config)?;
+        steps.extend(check_scales(&roles, &scales)?);
+        steps.sort_by_key(|s| s.tensor.start);
         Ok(LoadPlan { config, steps })
     }
 
@@ -103,21 +122,15 @@ fn role_of(full_name: &str) -> Result<Option<Role>, EngineError> {
         "ln_f.bias" => Role::FinalNormBias,
         "lm_head.weight" => Role::LmHead,
         _ => {
-            let unexpected = || {
-                bad_model(format!(
-                    "unexpected tensor {full_name} (not a GPT-2 checkpoint?)"
-                ))
-            };
+            let unexpected =
+                || bad_model(format!("unexpected tensor {full_name} (not a GPT-2 checkpoint?)"));
             let rest = name.strip_prefix("h.").ok_or_else(unexpected)?;
             let (index, param) = rest.split_once('.').ok_or_else(unexpected)?;
             let index: usize = index.parse().map_err(|_| unexpected())?;
             if IGNORED_BLOCK_TENSORS.contains(&param) {
                 return Ok(None);
             }
-            let (_, p) = BLOCK_PARAMS
-                .iter()
-                .find(|(n, _)| *n == param)
-                .ok_or_else(unexpected)?;
+            let (_, p) = BLOCK_PARAMS.iter().find(|(n, _)| *n == param).ok_or_else(unexpected)?;
             Role::Block(index, *p)
         }
     };
@@ -129,15 +142,10 @@ fn infer_config(
     metadata: &BTreeMap<String, String>,
 ) -> Result<Config, EngineError> {
     let shape2 = |role: Role, what: &str| -> Result<(usize, usize), EngineError> {
-        let t = roles
-            .get(&role)
-            .ok_or_else(|| bad_model(format!("missing tensor {what}")))?;
+        let t = roles.get(&role).ok_or_else(|| bad_model(format!("missing tensor {what}")))?;
         match t.shape[..] {
             [a, b] => Ok((a, b)),
-            _ => Err(bad_model(format!(
-                "tensor {} has shape {:?}, expected 2-D",
-                t.name, t.shape
-            ))),
+            _ => Err(bad_model(format!("tensor {} has shape {:?}, expected 2-D", t.name, t.shape))),
         }
     };
     let (vocab_size, n_embd) = shape2(Role::TokenEmbedding, "wte.weight")?;
@@ -176,9 +184,7 @@ fn infer_config(
         }
     };
     if n_head == 0 || n_embd % n_head != 0 {
-        return Err(bad_model(format!(
-            "n_head {n_head} does not divide n_embd {n_embd}"
-        )));
+        return Err(bad_model(format!("n_head {n_head} does not divide n_embd {n_embd}")));
     }
     for (key, actual) in [
         ("n_layer", n_layer),
@@ -196,27 +202,12 @@ fn infer_config(
         }
     }
     let layer_norm_epsilon = match metadata.get("layer_norm_epsilon") {
-        Some(v) => v
-            .trim()
-            .parse::<f32>()
-            .ok()
-            .filter(|e| *e > 0.0)
-            .ok_or_else(|| {
-                bad_model(format!(
-                    "__metadata__ layer_norm_epsilon={v:?} is not a positive number"
-                ))
-            })?,
+        Some(v) => v.trim().parse::<f32>().ok().filter(|e| *e > 0.0).ok_or_else(|| {
+            bad_model(format!("__metadata__ layer_norm_epsilon={v:?} is not a positive number"))
+        })?,
         None => 1e-5,
     };
-    Ok(Config {
-        n_layer,
-        n_head,
-        n_embd,
-        n_inner,
-        vocab_size,
-        n_ctx,
-        layer_norm_epsilon,
-    })
+    Ok(Config { n_layer, n_head, n_embd, n_inner, vocab_size, n_ctx, layer_norm_epsilon })
 }
 
 fn expected_shape(role: Role, c: &Config) -> Vec<usize> {
@@ -265,18 +256,63 @@ fn check_shapes(
                 t.name, t.shape
             )));
         }
-        if t.dtype == Dtype::I8 {
+        if t.dtype == Dtype::I8 && !is_matrix(role) {
             return Err(bad_model(format!(
-                "tensor {} is I8; this canister build loads float weights",
+                "tensor {} is I8; only weight matrices may be int8",
                 t.name
             )));
         }
-        steps.push(LoadStep {
-            role,
-            tensor: t.clone(),
-        });
+        steps.push(LoadStep { role, part: Part::Values, tensor: t.clone() });
     }
-    steps.sort_by_key(|s| s.tensor.start);
+    Ok(steps)
+}
+
+fn is_matrix(role: Role) -> bool {
+    use BlockParam::*;
+    match role {
+        Role::TokenEmbedding | Role::LmHead => true,
+        Role::Block(_, p) => matches!(p, AttnWeight | AttnProjWeight | FcWeight | MlpProjWeight),
+        _ => false,
+    }
+}
+
+/// Number of outputs of a matrix: Conv1D weights are `[in, out]`, embeddings `[out, in]`.
+fn outputs(role: Role, shape: &[usize]) -> usize {
+    match role {
+        Role::TokenEmbedding | Role::LmHead => shape[0],
+        _ => shape[1],
+    }
+}
+
+/// Every int8 matrix needs an F32 scale per output; nothing else may have one.
+fn check_scales(
+    roles: &BTreeMap<Role, &TensorInfo>,
+    scales: &BTreeMap<Role, &TensorInfo>,
+) -> Result<Vec<LoadStep>, EngineError> {
+    for (&role, &t) in roles {
+        if t.dtype == Dtype::I8 && !scales.contains_key(&role) {
+            return Err(bad_model(format!(
+                "int8 tensor {} has no {}{SCALE_SUFFIX}",
+                t.name, t.name
+            )));
+        }
+    }
+    let mut steps = Vec::new();
+    for (&role, &s) in scales {
+        let values = roles.get(&role).filter(|v| v.dtype == Dtype::I8).ok_or_else(|| {
+            bad_model(format!("unexpected tensor {} (no int8 matrix it scales)", s.name))
+        })?;
+        let want = vec![outputs(role, &values.shape)];
+        if s.dtype != Dtype::F32 || s.shape != want {
+            return Err(bad_model(format!(
+                "tensor {} is {} {:?}, expected F32 {want:?}",
+                s.name,
+                s.dtype.name(),
+                s.shape
+            )));
+        }
+        steps.push(LoadStep { role, part: Part::Scale, tensor: s.clone() });
+    }
     Ok(steps)
 }
 
@@ -288,10 +324,7 @@ fn role_name(role: Role) -> String {
         Role::FinalNormBias => "ln_f.bias".into(),
         Role::LmHead => "lm_head.weight".into(),
         Role::Block(l, p) => {
-            let name = BLOCK_PARAMS
-                .iter()
-                .find(|(_, q)| *q == p)
-                .map_or("?", |(n, _)| n);
+            let name = BLOCK_PARAMS.iter().find(|(_, q)| *q == p).map_or("?", |(n, _)| n);
             format!("h.{l}.{name}")
         }
     }
@@ -300,18 +333,16 @@ fn role_name(role: Role) -> String {
 /// Decodes little-endian tensor bytes to f32.
 pub fn to_f32(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
     match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
+        Dtype::F32 => {
+            bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        }
         Dtype::BF16 => bytes
             .chunks_exact(2)
             .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
             .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-            .collect(),
+        Dtype::F16 => {
+            bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect()
+        }
         Dtype::I8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
     }
 }
@@ -338,7 +369,10 @@ pub struct ModelBuilder {
     config: Config,
     file_dtype: Dtype,
     vectors: BTreeMap<Role, Vec<f32>>,
-    matrices: BTreeMap<Role, PackedMatrix>,
+    matrices: BTreeMap<Role, Weight>,
+    /// Halves of int8 matrices waiting for the other half (values or scales).
+    int8_values: BTreeMap<Role, (Vec<i8>, Vec<usize>)>,
+    int8_scales: BTreeMap<Role, Vec<f32>>,
 }
 
 impl ModelBuilder {
@@ -353,6 +387,8 @@ impl ModelBuilder {
             file_dtype,
             vectors: BTreeMap::new(),
             matrices: BTreeMap::new(),
+            int8_values: BTreeMap::new(),
+            int8_scales: BTreeMap::new(),
         }
     }
 
@@ -366,6 +402,11 @@ impl ModelBuilder {
                 step.tensor.len()
             )));
         }
+        let (role, shape) = (step.role, step.tensor.shape.clone());
+        if step.tensor.dtype == Dtype::I8 {
+            self.int8_values.insert(role, (bytes.iter().map(|&b| b as i8).collect(), shape));
+            return self.pair_int8(role);
+        }
         let values = to_f32(step.tensor.dtype, bytes);
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(bad_model(format!(
@@ -373,32 +414,43 @@ impl ModelBuilder {
                 step.tensor.name
             )));
         }
-        let shape = &step.tensor.shape;
-        match step.role {
-            Role::TokenEmbedding | Role::LmHead => {
-                self.matrices.insert(
-                    step.role,
-                    PackedMatrix::from_out_in(shape[1], shape[0], &values),
-                );
+        if step.part == Part::Scale {
+            if values.iter().any(|v| *v < 0.0) {
+                return Err(bad_model(format!("tensor {} has a negative scale", step.tensor.name)));
             }
-            Role::Block(_, p)
-                if matches!(
-                    p,
-                    BlockParam::AttnWeight
-                        | BlockParam::AttnProjWeight
-                        | BlockParam::FcWeight
-                        | BlockParam::MlpProjWeight
-                ) =>
-            {
-                self.matrices.insert(
-                    step.role,
-                    PackedMatrix::from_in_out(shape[0], shape[1], &values),
-                );
+            self.int8_scales.insert(role, values);
+            return self.pair_int8(role);
+        }
+        match role {
+            Role::TokenEmbedding | Role::LmHead => {
+                let m = PackedMatrix::from_out_in(shape[1], shape[0], &values);
+                self.matrices.insert(role, Weight::F32(m));
+            }
+            _ if is_matrix(role) => {
+                let m = PackedMatrix::from_in_out(shape[0], shape[1], &values);
+                self.matrices.insert(role, Weight::F32(m));
             }
             _ => {
-                self.vectors.insert(step.role, values);
+                self.vectors.insert(role, values);
             }
         }
+        Ok(())
+    }
+
+    /// Packs an int8 matrix once both its values and its scales have arrived.
+    fn pair_int8(&mut self, role: Role) -> Result<(), EngineError> {
+        if !(self.int8_values.contains_key(&role) && self.int8_scales.contains_key(&role)) {
+            return Ok(());
+        }
+        let (q, shape) = self.int8_values.remove(&role).expect("checked");
+        let scales = self.int8_scales.remove(&role).expect("checked");
+        let m = match role {
+            Role::TokenEmbedding | Role::LmHead => {
+                QuantMatrix::from_out_in(shape[1], shape[0], &q, scales)
+            }
+            _ => QuantMatrix::from_in_out(shape[0], shape[1], &q, scales),
+        };
+        self.matrices.insert(role, Weight::Int8(m));
         Ok(())
     }
 
@@ -418,43 +470,22 @@ impl ModelBuilder {
         for l in 0..self.config.n_layer {
             use BlockParam::*;
             let mut v = |p| vector(Role::Block(l, p));
-            let ln_1 = LayerNorm {
-                weight: v(Ln1Weight)?,
-                bias: v(Ln1Bias)?,
-            };
-            let ln_2 = LayerNorm {
-                weight: v(Ln2Weight)?,
-                bias: v(Ln2Bias)?,
-            };
+            let ln_1 = LayerNorm { weight: v(Ln1Weight)?, bias: v(Ln1Bias)? };
+            let ln_2 = LayerNorm { weight: v(Ln2Weight)?, bias: v(Ln2Bias)? };
             let (b_attn, b_proj, b_fc, b_mlp) =
                 (v(AttnBias)?, v(AttnProjBias)?, v(FcBias)?, v(MlpProjBias)?);
             let mut m = |p| {
                 self.matrices.remove(&Role::Block(l, p)).ok_or_else(|| {
-                    bad_model(format!(
-                        "tensor {} was not loaded",
-                        role_name(Role::Block(l, p))
-                    ))
+                    bad_model(format!("tensor {} was not loaded", role_name(Role::Block(l, p))))
                 })
             };
             blocks.push(Block {
                 ln_1,
-                attn_qkv: Linear {
-                    weight: m(AttnWeight)?,
-                    bias: b_attn,
-                },
-                attn_proj: Linear {
-                    weight: m(AttnProjWeight)?,
-                    bias: b_proj,
-                },
+                attn_qkv: Linear { weight: m(AttnWeight)?, bias: b_attn },
+                attn_proj: Linear { weight: m(AttnProjWeight)?, bias: b_proj },
                 ln_2,
-                mlp_fc: Linear {
-                    weight: m(FcWeight)?,
-                    bias: b_fc,
-                },
-                mlp_proj: Linear {
-                    weight: m(MlpProjWeight)?,
-                    bias: b_mlp,
-                },
+                mlp_fc: Linear { weight: m(FcWeight)?, bias: b_fc },
+                mlp_proj: Linear { weight: m(MlpProjWeight)?, bias: b_mlp },
             });
         }
         let wte = self

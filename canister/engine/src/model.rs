@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::error::{bad_input, EngineError};
-use crate::kernels::{Kernels, PackedMatrix};
+use crate::kernels::{Kernels, PackedMatrix, QuantMatrix};
 use crate::kv_cache::KvCache;
 use crate::safetensors::Dtype;
 
@@ -11,8 +11,40 @@ pub struct LayerNorm {
     pub bias: Vec<f32>,
 }
 
+/// A weight matrix (inputs × outputs), stored as f32 or as int8 with per-output scales.
+pub enum Weight {
+    F32(PackedMatrix),
+    Int8(QuantMatrix),
+}
+
+impl Weight {
+    /// `y = bias + x·W` for every token row of `x`.
+    pub fn matmul<K: Kernels>(&self, k: &K, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+        match self {
+            Weight::F32(m) => k.matmul(m, bias, x, y),
+            Weight::Int8(m) => k.matmul_q(m, bias, x, y),
+        }
+    }
+
+    /// All inputs' weights for output `o`: the embedding of token `o` when this is the
+    /// tied GPT-2 LM head.
+    pub fn column(&self, o: usize) -> Vec<f32> {
+        match self {
+            Weight::F32(m) => m.column(o),
+            Weight::Int8(m) => (0..m.rows()).map(|i| m.get(i, o)).collect(),
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Weight::F32(m) => m.heap_bytes(),
+            Weight::Int8(m) => m.heap_bytes(),
+        }
+    }
+}
+
 pub struct Linear {
-    pub weight: PackedMatrix,
+    pub weight: Weight,
     pub bias: Vec<f32>,
 }
 
@@ -31,13 +63,13 @@ pub struct Model {
     /// How the weights were stored in the file (they are f32 in memory).
     pub file_dtype: Dtype,
     /// Token embeddings stored as the LM head (n_embd -> vocab); an embedding is a column.
-    pub wte: PackedMatrix,
+    pub wte: Weight,
     /// Position embeddings, row-major `[n_ctx][n_embd]`.
     pub wpe: Vec<f32>,
     pub blocks: Vec<Block>,
     pub ln_f: LayerNorm,
     /// A separate output projection, only when the checkpoint does not tie it to `wte`.
-    pub lm_head: Option<PackedMatrix>,
+    pub lm_head: Option<Weight>,
 }
 
 impl Model {
@@ -94,45 +126,25 @@ impl Model {
         let mut fc = vec![0.0f32; n * self.config.n_inner];
         for (l, block) in self.blocks.iter().enumerate() {
             layer_norm(&x, &mut h, &block.ln_1, self.config.layer_norm_epsilon);
-            k.matmul(
-                &block.attn_qkv.weight,
-                Some(&block.attn_qkv.bias),
-                &h,
-                &mut qkv,
-            );
+            block.attn_qkv.weight.matmul(k, Some(&block.attn_qkv.bias), &h, &mut qkv);
             for t in 0..n {
                 let row = &qkv[t * 3 * c..(t + 1) * 3 * c];
                 cache.push(l, &row[c..2 * c], &row[2 * c..]);
             }
             self.attention(k, cache, l, start, &qkv, &mut att);
-            k.matmul(
-                &block.attn_proj.weight,
-                Some(&block.attn_proj.bias),
-                &att,
-                &mut proj,
-            );
+            block.attn_proj.weight.matmul(k, Some(&block.attn_proj.bias), &att, &mut proj);
             add_in_place(&mut x, &proj);
 
             layer_norm(&x, &mut h, &block.ln_2, self.config.layer_norm_epsilon);
-            k.matmul(&block.mlp_fc.weight, Some(&block.mlp_fc.bias), &h, &mut fc);
+            block.mlp_fc.weight.matmul(k, Some(&block.mlp_fc.bias), &h, &mut fc);
             fc.iter_mut().for_each(|v| *v = gelu(*v));
-            k.matmul(
-                &block.mlp_proj.weight,
-                Some(&block.mlp_proj.bias),
-                &fc,
-                &mut proj,
-            );
+            block.mlp_proj.weight.matmul(k, Some(&block.mlp_proj.bias), &fc, &mut proj);
             add_in_place(&mut x, &proj);
         }
         cache.commit(n);
 
         let mut out = vec![0.0f32; c];
-        layer_norm(
-            &x[(n - 1) * c..],
-            &mut out,
-            &self.ln_f,
-            self.config.layer_norm_epsilon,
-        );
+        layer_norm(&x[(n - 1) * c..], &mut out, &self.ln_f, self.config.layer_norm_epsilon);
         Ok(out)
     }
 
@@ -173,7 +185,7 @@ impl Model {
     pub fn logits<K: Kernels>(&self, k: &K, hidden: &[f32]) -> Vec<f32> {
         let head = self.lm_head.as_ref().unwrap_or(&self.wte);
         let mut logits = vec![0.0f32; self.config.vocab_size];
-        k.matmul(head, None, hidden, &mut logits);
+        head.matmul(k, None, hidden, &mut logits);
         logits
     }
 
@@ -198,7 +210,7 @@ impl Model {
             + self.wpe.len() * f
             + blocks
             + ln(&self.ln_f)
-            + self.lm_head.as_ref().map_or(0, PackedMatrix::heap_bytes)
+            + self.lm_head.as_ref().map_or(0, Weight::heap_bytes)
     }
 }
 

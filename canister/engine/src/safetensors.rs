@@ -136,9 +136,7 @@ fn parse_metadata(entry: &Value) -> Result<BTreeMap<String, String>, EngineError
     map.iter()
         .map(|(k, v)| match v {
             Value::String(s) => Ok((k.clone(), s.clone())),
-            _ => Err(bad_model(format!(
-                "__metadata__ value for {k} is not a string"
-            ))),
+            _ => Err(bad_model(format!("__metadata__ value for {k} is not a string"))),
         })
         .collect()
 }
@@ -149,11 +147,8 @@ fn parse_tensor(
     data_start: u64,
     file_len: u64,
 ) -> Result<TensorInfo, EngineError> {
-    let field = |key: &str| {
-        entry
-            .get(key)
-            .ok_or_else(|| bad_model(format!("tensor {name} has no {key}")))
-    };
+    let field =
+        |key: &str| entry.get(key).ok_or_else(|| bad_model(format!("tensor {name} has no {key}")));
     let dtype_name = field("dtype")?
         .as_str()
         .ok_or_else(|| bad_model(format!("tensor {name}: dtype is not a string")))?;
@@ -169,9 +164,7 @@ fn parse_tensor(
         .ok_or_else(|| bad_model(format!("tensor {name}: data_offsets is not [begin, end]")))?;
     let (begin, end) = (offsets[0], offsets[1]);
     if end < begin {
-        return Err(bad_model(format!(
-            "tensor {name}: data_offsets end {end} < begin {begin}"
-        )));
+        return Err(bad_model(format!("tensor {name}: data_offsets end {end} < begin {begin}")));
     }
     let elements = shape
         .iter()
@@ -239,40 +232,16 @@ mod tests {
         assert_eq!(h.tensors[0].shape, vec![2, 2]);
         assert_eq!(h.tensors[1].dtype, Dtype::F32);
         let data_start = f.len() as u64 - 16;
-        assert_eq!(
-            (h.tensors[1].start, h.tensors[1].end),
-            (data_start + 8, data_start + 16)
-        );
+        assert_eq!((h.tensors[1].start, h.tensors[1].end), (data_start + 8, data_start + 16));
     }
 
     #[test]
     fn rejects_bad_files_with_a_reason() {
         let cases = [
-            (
-                file(
-                    r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
-                    8,
-                ),
-                "needs 12",
-            ),
-            (
-                file(
-                    r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
-                    8,
-                ),
-                "truncated",
-            ),
-            (
-                file(
-                    r#"{"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
-                    8,
-                ),
-                "dtype I64",
-            ),
-            (
-                file(r#"{"a":{"dtype":"F32","shape":[1]}}"#, 8),
-                "no data_offsets",
-            ),
+            (file(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8), "needs 12"),
+            (file(r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, 8), "truncated"),
+            (file(r#"{"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, 8), "dtype I64"),
+            (file(r#"{"a":{"dtype":"F32","shape":[1]}}"#, 8), "no data_offsets"),
             (file(r#"[1,2]"#, 0), "not a JSON object"),
             (file(r#"{"a":"#, 0), "not valid JSON"),
             (
@@ -288,14 +257,8 @@ mod tests {
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         }
         let huge = u64::MAX.to_le_bytes();
-        assert!(header_len(&huge, 100)
-            .unwrap_err()
-            .to_string()
-            .contains("limit"));
-        assert!(header_len(&[1, 0], 2)
-            .unwrap_err()
-            .to_string()
-            .contains("shorter"));
+        assert!(header_len(&huge, 100).unwrap_err().to_string().contains("limit"));
+        assert!(header_len(&[1, 0], 2).unwrap_err().to_string().contains("shorter"));
         assert!(header_len(&64u64.to_le_bytes(), 20)
             .unwrap_err()
             .to_string()

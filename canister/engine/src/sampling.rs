@@ -21,12 +21,8 @@ pub struct SamplingParams {
 }
 
 impl SamplingParams {
-    pub const GREEDY: SamplingParams = SamplingParams {
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 1.0,
-        seed: 0,
-    };
+    pub const GREEDY: SamplingParams =
+        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 };
 
     pub fn validate(&self) -> Result<(), EngineError> {
         if !(self.temperature.is_finite() && (0.0..=100.0).contains(&self.temperature)) {
@@ -47,11 +43,8 @@ pub fn sample(params: &SamplingParams, logits: &[f32], position: u64) -> u32 {
     if params.temperature == 0.0 || params.top_k == 1 {
         return argmax(logits);
     }
-    let mut candidates: Vec<(f32, u32)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| (l, i as u32))
-        .collect();
+    let mut candidates: Vec<(f32, u32)> =
+        logits.iter().enumerate().map(|(i, &l)| (l, i as u32)).collect();
     let by_score = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     let k = params.top_k as usize;
     if k > 0 && k < candidates.len() {
@@ -61,14 +54,9 @@ pub fn sample(params: &SamplingParams, logits: &[f32], position: u64) -> u32 {
     if k > 0 || params.top_p < 1.0 {
         candidates.sort_unstable_by(by_score);
     }
-    let max = candidates
-        .iter()
-        .map(|c| c.0)
-        .fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> = candidates
-        .iter()
-        .map(|c| (((c.0 - max) / params.temperature) as f64).exp())
-        .collect();
+    let max = candidates.iter().map(|c| c.0).fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> =
+        candidates.iter().map(|c| (((c.0 - max) / params.temperature) as f64).exp()).collect();
     let total: f64 = weights.iter().sum();
     let mut keep = weights.len();
     if params.top_p < 1.0 {
@@ -119,20 +107,12 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: u32, top_p: f32, seed: u64) -> SamplingParams {
-        SamplingParams {
-            temperature,
-            top_k,
-            top_p,
-            seed,
-        }
+        SamplingParams { temperature, top_k, top_p, seed }
     }
 
     #[test]
     fn greedy_takes_the_first_maximum() {
-        assert_eq!(
-            sample(&SamplingParams::GREEDY, &[0.1, 3.0, -1.0, 3.0], 0),
-            1
-        );
+        assert_eq!(sample(&SamplingParams::GREEDY, &[0.1, 3.0, -1.0, 3.0], 0), 1);
     }
 
     #[test]
@@ -142,9 +122,8 @@ mod tests {
         let a: Vec<u32> = (0..50).map(|pos| sample(&p, &logits, pos)).collect();
         let b: Vec<u32> = (0..50).map(|pos| sample(&p, &logits, pos)).collect();
         assert_eq!(a, b);
-        let other: Vec<u32> = (0..50)
-            .map(|pos| sample(&params(1.0, 0, 1.0, 43), &logits, pos))
-            .collect();
+        let other: Vec<u32> =
+            (0..50).map(|pos| sample(&params(1.0, 0, 1.0, 43), &logits, pos)).collect();
         assert_ne!(a, other);
     }
 
@@ -161,9 +140,8 @@ mod tests {
     #[test]
     fn sampling_follows_the_distribution() {
         let logits = [0.0f32, (3.0f32).ln()]; // p = 0.25, 0.75
-        let ones = (0..4000)
-            .filter(|&pos| sample(&params(1.0, 0, 1.0, 1), &logits, pos) == 1)
-            .count();
+        let ones =
+            (0..4000).filter(|&pos| sample(&params(1.0, 0, 1.0, 1), &logits, pos) == 1).count();
         assert!((2850..3150).contains(&ones), "{ones}");
     }
 

@@ -9,10 +9,7 @@ const CONFIGS: [&str; 3] = ["small64", "head24", "head8"];
 const TOLERANCE: f32 = 1e-4;
 
 fn fixture(name: &str, file: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/tests/fixtures/{name}/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/{name}/{file}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -32,12 +29,8 @@ fn reference(name: &str) -> Reference {
     let tensor = |key: &str| {
         let t = &header[key];
         let [a, b] = [0, 1].map(|i| t["data_offsets"][i].as_u64().unwrap() as usize);
-        let shape: Vec<usize> = t["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let shape: Vec<usize> =
+            t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         (t["dtype"].as_str().unwrap().to_string(), shape, &data[a..b])
     };
     let ids = |key: &str| {
@@ -50,10 +43,8 @@ fn reference(name: &str) -> Reference {
     };
     let (dtype, shape, bytes) = tensor("logits");
     assert_eq!(dtype, "F32");
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let values: Vec<f32> =
+        bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     Reference {
         input_ids: ids("input_ids"),
         logits: values.chunks_exact(shape[1]).map(<[f32]>::to_vec).collect(),
@@ -64,10 +55,7 @@ fn reference(name: &str) -> Reference {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 fn logits_after<K: Kernels>(model: &Model, k: &K, cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
@@ -85,28 +73,19 @@ fn check_against_hf<K: Kernels>(name: &str, k: &K) {
     for (t, &tok) in r.input_ids.iter().enumerate() {
         let got = logits_after(&model, k, &mut cache, &[tok]);
         let diff = max_abs_diff(&got, &r.logits[t]);
-        assert!(
-            diff <= TOLERANCE,
-            "{name} incremental position {t}: max abs diff {diff}"
-        );
+        assert!(diff <= TOLERANCE, "{name} incremental position {t}: max abs diff {diff}");
     }
 
     // The whole sequence in one pass, and in uneven blocks (as a prefill spanning calls).
     let last = r.input_ids.len() - 1;
-    for blocks in [
-        vec![r.input_ids.len()],
-        vec![3, 10, 1, r.input_ids.len() - 14],
-    ] {
+    for blocks in [vec![r.input_ids.len()], vec![3, 10, 1, r.input_ids.len() - 14]] {
         let mut cache = KvCache::new(&model.config);
         let mut at = 0;
         for n in blocks {
             let got = logits_after(&model, k, &mut cache, &r.input_ids[at..at + n]);
             at += n;
             let diff = max_abs_diff(&got, &r.logits[at - 1]);
-            assert!(
-                diff <= TOLERANCE,
-                "{name} block ending at {at}: max abs diff {diff}"
-            );
+            assert!(diff <= TOLERANCE, "{name} block ending at {at}: max abs diff {diff}");
         }
         assert_eq!(at, last + 1);
     }
@@ -145,17 +124,9 @@ fn kv_cached_decoding_equals_full_recompute() {
         let mut cache = KvCache::new(&model.config);
         for t in 0..ids.len() {
             let incremental = logits_after(&model, &Simd128, &mut cache, &ids[t..t + 1]);
-            let full = logits_after(
-                &model,
-                &Simd128,
-                &mut KvCache::new(&model.config),
-                &ids[..=t],
-            );
+            let full = logits_after(&model, &Simd128, &mut KvCache::new(&model.config), &ids[..=t]);
             let diff = max_abs_diff(&incremental, &full);
-            assert!(
-                diff <= 1e-5,
-                "{name} position {t}: cached vs recomputed differ by {diff}"
-            );
+            assert!(diff <= 1e-5, "{name} position {t}: cached vs recomputed differ by {diff}");
         }
     }
 }

@@ -57,7 +57,7 @@ server does not say) and ``"write"`` (bytes of the output file)."""
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Seconds to wait for a connection or for the next bytes of a response, not for a whole file.
 DOWNLOAD_TIMEOUT = 30.0
-SUPPORTED_DTYPES = ("f32",)
+SUPPORTED_DTYPES = ("f32", "int8")
 FORMAT = "gpt2-chat"
 
 _USER_AGENT = "gpt2-chat/0.1 (+urllib)"
@@ -131,7 +131,7 @@ def prepare(
     `output` appears atomically and only if every check passes.
     """
     if dtype not in SUPPORTED_DTYPES:
-        raise PrepareError(f"{dtype} is not supported yet; the only dtype is f32")
+        raise PrepareError(f"{dtype} is not supported; choose one of {', '.join(SUPPORTED_DTYPES)}")
     weights, config_json = _resolve(source, cache_dir, progress)
     st = _Safetensors(weights)
     tensors = _rename(st)
@@ -152,7 +152,7 @@ def prepare(
         )
 
     metadata = {**config.metadata(), "format": FORMAT, "source": source, "dtype": dtype}
-    size, digest = _write(output, st.path, tensors, metadata, progress)
+    size, digest = _write(output, st.path, tensors, metadata, progress, int8=dtype == "int8")
     return PreparedModel(path=output, size=size, sha256=digest, config=config, dtype=dtype)
 
 
@@ -491,22 +491,66 @@ def _check(path: Path, tensors: dict[str, _Tensor], c: Gpt2Config) -> None:
 # --- writing -----------------------------------------------------------------------------------
 
 
+#: Weight matrices that `--dtype int8` stores as int8 with per-output-channel scales.
+_INT8_MATRICES = (
+    "attn.c_attn.weight",
+    "attn.c_proj.weight",
+    "mlp.c_fc.weight",
+    "mlp.c_proj.weight",
+)
+_EMBEDDINGS = ("wte.weight", "lm_head.weight")
+#: The canister reads an int8 matrix's scales from `<name>_scale` (F32, one per output).
+SCALE_SUFFIX = "_scale"
+
+
+def _is_int8_matrix(name: str) -> bool:
+    return name in _EMBEDDINGS or name.endswith(_INT8_MATRICES)
+
+
+def quantize_int8(
+    a: npt.NDArray[np.float32], output_axis: int
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """Symmetric int8 per output channel: scale = max|w| / 127, q = round(w / scale)."""
+    reduce_axis = 1 - output_axis
+    scales = (np.abs(a).max(axis=reduce_axis) / 127.0).astype(np.float32)
+    divisor = np.where(scales > 0, scales, np.float32(1.0))
+    divisor = divisor[None, :] if output_axis == 1 else divisor[:, None]
+    q = np.clip(np.rint(a / divisor), -127, 127).astype(np.int8)
+    return q, scales
+
+
+def _layout(tensors: dict[str, _Tensor], int8: bool) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(name, dtype, shape) of every tensor of the output file, sorted by name."""
+    out: list[tuple[str, str, tuple[int, ...]]] = []
+    for name, t in tensors.items():
+        if int8 and _is_int8_matrix(name):
+            outputs = t.shape[0] if name in _EMBEDDINGS else t.shape[1]
+            out.append((name, "I8", t.shape))
+            out.append((name + SCALE_SUFFIX, "F32", (outputs,)))
+        else:
+            out.append((name, "F32", t.shape))
+    return sorted(out)
+
+
 def _write(
     output: Path,
     source: Path,
     tensors: dict[str, _Tensor],
     metadata: dict[str, str],
     progress: Progress | None,
+    int8: bool = False,
 ) -> tuple[int, str]:
-    """Write F32 `tensors` sorted by name to `output` atomically; (size, sha256 hex)."""
-    names = sorted(tensors)
+    """Write `tensors` sorted by name to `output` atomically; (size, sha256 hex).
+
+    Everything is F32, except that with `int8` the weight matrices become I8 values plus
+    F32 scales. Peak memory: about two copies of the largest tensor."""
+    layout = _layout(tensors, int8)
     header: dict[str, Any] = {"__metadata__": metadata}
     offset = 0
-    for name in names:
-        shape = tensors[name].shape
-        size = math.prod(shape) * 4
+    for name, dtype, shape in layout:
+        size = math.prod(shape) * (1 if dtype == "I8" else 4)
         header[name] = {
-            "dtype": "F32",
+            "dtype": dtype,
             "shape": list(shape),
             "data_offsets": [offset, offset + size],
         }
@@ -526,11 +570,22 @@ def _write(
     try:
         with os.fdopen(fd, "wb") as f:
             done = 0
-            for chunk in (struct.pack("<Q", len(blob)), blob):
-                f.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-            for name in names:
+
+            def emit(data: memoryview | bytes) -> None:
+                nonlocal done
+                f.write(data)
+                digest.update(data)
+                done += len(data)
+
+            emit(struct.pack("<Q", len(blob)))
+            emit(blob)
+            # Scales sort right after their matrix, so one quantization serves both.
+            pending_scales: npt.NDArray[np.float32] | None = None
+            for name, dtype, _shape in layout:
+                if name.endswith(SCALE_SUFFIX) and pending_scales is not None:
+                    emit(pending_scales.tobytes())
+                    pending_scales = None
+                    continue
                 t = tensors[name]
                 a = _read_f32(source, t)
                 finite = np.isfinite(a)
@@ -540,13 +595,15 @@ def _write(
                         f"{source}: tensor {t.name} has {bad} NaN or infinite values"
                     )
                 del finite
-                data = a.data.cast("B")
-                f.write(data)
-                digest.update(data)
-                done += len(data)
+                if dtype == "I8":
+                    q, pending_scales = quantize_int8(a, 0 if name in _EMBEDDINGS else 1)
+                    emit(q.tobytes())
+                    del q
+                else:
+                    emit(a.data.cast("B"))
                 if progress is not None:
                     progress("write", done, total)
-                del a, data
+                del a
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, output)

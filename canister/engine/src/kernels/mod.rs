@@ -7,13 +7,18 @@
 mod lanes;
 pub mod packed;
 mod portable;
+pub mod quant;
 mod simd;
 
 pub use packed::PackedMatrix;
+pub use quant::QuantMatrix;
 
 pub trait Kernels {
     /// `y[t][o] = bias[o] + Σ_i x[t][i]·W[i][o]` for every token row `t` of `x`.
     fn matmul(&self, w: &PackedMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]);
+    /// The same with int8 weights: activations are quantized per token, multiplied and
+    /// summed in integers, and scaled back.
+    fn matmul_q(&self, w: &QuantMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]);
     /// `Σ a[i]·b[i]`
     fn dot(&self, a: &[f32], b: &[f32]) -> f32;
     /// `y[i] += a·x[i]`
@@ -35,19 +40,12 @@ pub type BestKernels = Simd128;
 pub type BestKernels = Portable;
 
 /// Checks the shapes every `matmul` implementation relies on; returns the token count.
-fn matmul_tokens(w: &PackedMatrix, bias: Option<&[f32]>, x: &[f32], y: &[f32]) -> usize {
-    let tokens = x.len() / w.rows();
-    assert!(
-        x.len() == tokens * w.rows(),
-        "matmul: x is not whole rows of {}",
-        w.rows()
-    );
-    assert!(
-        y.len() == tokens * w.cols(),
-        "matmul: y has the wrong length"
-    );
+fn matmul_tokens(rows: usize, cols: usize, bias: Option<&[f32]>, x: &[f32], y: &[f32]) -> usize {
+    let tokens = x.len() / rows;
+    assert!(x.len() == tokens * rows, "matmul: x is not whole rows of {rows}");
+    assert!(y.len() == tokens * cols, "matmul: y has the wrong length");
     if let Some(b) = bias {
-        assert_eq!(b.len(), w.cols(), "matmul: bias has the wrong length");
+        assert_eq!(b.len(), cols, "matmul: bias has the wrong length");
     }
     tokens
 }
@@ -91,10 +89,37 @@ mod tests {
                 for t in 0..tokens {
                     for o in 0..cols {
                         let want: f32 = b.map_or(0.0, |b| b[o])
-                            + (0..rows)
-                                .map(|i| x[t * rows + i] * w.get(i, o))
-                                .sum::<f32>();
+                            + (0..rows).map(|i| x[t * rows + i] * w.get(i, o)).sum::<f32>();
                         assert!((y_ref[t * cols + o] - want).abs() < 1e-4);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_int8_matmul_equals_portable_exactly() {
+        for (rows, cols, tokens) in
+            [(16, 4, 1), (130, 9, 1), (200, 50, 3), (7, 3, 5), (300, 131, 9)]
+        {
+            let q: Vec<i8> = noise(rows * cols, 7).iter().map(|v| (v * 127.0) as i8).collect();
+            let scales: Vec<f32> = noise(cols, 8).iter().map(|v| 0.01 + v.abs() * 0.02).collect();
+            let w = QuantMatrix::from_in_out(rows, cols, &q, scales);
+            let x = noise(rows * tokens, 9);
+            let bias = noise(cols, 10);
+            for b in [None, Some(bias.as_slice())] {
+                let mut y_ref = vec![0.0; cols * tokens];
+                let mut y_simd = vec![0.0; cols * tokens];
+                Portable.matmul_q(&w, b, &x, &mut y_ref);
+                Simd128.matmul_q(&w, b, &x, &mut y_simd);
+                assert_eq!(y_simd, y_ref);
+                // And both approximate the real-valued product.
+                for t in 0..tokens {
+                    for o in 0..cols {
+                        let exact: f32 = b.map_or(0.0, |b| b[o])
+                            + (0..rows).map(|i| x[t * rows + i] * w.get(i, o)).sum::<f32>();
+                        let bound = 1e-3 * (0..rows).map(|i| w.get(i, o).abs()).sum::<f32>();
+                        assert!((y_ref[t * cols + o] - exact).abs() <= bound + 1e-6);
                     }
                 }
             }

@@ -22,11 +22,7 @@ pub struct PackedMatrix {
 impl PackedMatrix {
     /// Packs the matrix whose element (input `i`, output `o`) is `f(i, o)`.
     pub fn from_fn(rows: usize, cols: usize, f: impl Fn(usize, usize) -> f32) -> Self {
-        let mut m = PackedMatrix {
-            rows,
-            cols,
-            data: Vec::new(),
-        };
+        let mut m = PackedMatrix { rows, cols, data: Vec::new() };
         m.data = vec![0.0; m.row_blocks() * m.col_blocks() * TILE_LEN];
         for i in 0..rows {
             for o in 0..cols {

@@ -8,17 +8,20 @@
 //! one multiply and one add per four multiply-accumulates; in prefill the weight load is
 //! shared by four tokens.
 
-use super::lanes::F32x4;
+use super::lanes::{F32x4, I16x8, I32x4};
 use super::packed::{LANES, TILE_LEN, TILE_ROWS};
-use super::{matmul_tokens, Kernels, PackedMatrix, Simd128};
+use super::quant::{
+    dequantize, quantize_rows, QuantRows, Q_BLOCK, Q_CHUNK, Q_CHUNKS_PER_BLOCK, Q_GROUP, Q_TILE_LEN,
+};
+use super::{matmul_tokens, Kernels, PackedMatrix, QuantMatrix, Simd128};
 
 /// Tokens that share one pass over the weights in prefill.
 const TOKEN_GROUP: usize = 4;
 
 impl Kernels for Simd128 {
     fn matmul(&self, w: &PackedMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
-        let tokens = matmul_tokens(w, bias, x, y);
         let cols = w.cols();
+        let tokens = matmul_tokens(w.rows(), cols, bias, x, y);
         for t in 0..tokens {
             let row = &mut y[t * cols..(t + 1) * cols];
             match bias {
@@ -39,6 +42,37 @@ impl Kernels for Simd128 {
                 }
             }
             t += group;
+        }
+    }
+
+    fn matmul_q(&self, w: &QuantMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+        let cols = w.cols();
+        let tokens = matmul_tokens(w.rows(), cols, bias, x, y);
+        let xq = quantize_rows(x, w.rows(), w.padded_rows());
+        // Per token and output, four i32 lanes of partial sums; added up at the end.
+        let lanes = w.groups() * Q_GROUP * 4;
+        let mut partial = vec![0i32; tokens * lanes];
+        let mut t = 0;
+        while t < tokens {
+            let group = (tokens - t).min(TOKEN_GROUP);
+            let acc = &mut partial[t * lanes..];
+            for b in 0..w.blocks() {
+                match group {
+                    4 => q_block::<4>(w, b, &xq, t, acc),
+                    3 => q_block::<3>(w, b, &xq, t, acc),
+                    2 => q_block::<2>(w, b, &xq, t, acc),
+                    _ => q_block_one(w, b, &xq, t, acc),
+                }
+            }
+            t += group;
+        }
+        for t in 0..tokens {
+            for o in 0..cols {
+                let p = &partial[t * lanes + o * 4..t * lanes + o * 4 + 4];
+                let acc = p[0].wrapping_add(p[1]).wrapping_add(p[2]).wrapping_add(p[3]);
+                let b = bias.map_or(0.0, |b| b[o]);
+                y[t * cols + o] = dequantize(acc, w.scales()[o], xq.scales[t], b);
+            }
         }
     }
 
@@ -63,9 +97,7 @@ impl Kernels for Simd128 {
             // SAFETY: i + 4 <= n <= len of both slices.
             unsafe {
                 let p = y.as_mut_ptr().add(i);
-                F32x4::load(p)
-                    .add(av.mul(F32x4::load(x.as_ptr().add(i))))
-                    .store(p);
+                F32x4::load(p).add(av.mul(F32x4::load(x.as_ptr().add(i)))).store(p);
             }
         }
         for (yi, xi) in y[n..].iter_mut().zip(&x[n..]) {
@@ -120,5 +152,94 @@ fn row_block<const G: usize>(w: &PackedMatrix, ib: usize, x: &[f32], y: &mut [f3
                 *o += v;
             }
         }
+    }
+}
+
+/// Adds input block `b` of int8 matrix `w` to the partial sums of tokens `t..t+G`.
+///
+/// For each group of four outputs the tile's 64 weight vectors are read once; each token's
+/// sixteen activation chunks stay in registers, and every output's sum is one chain of
+/// `dot` and `add` — two instructions per eight multiply-adds.
+#[inline(always)]
+fn q_block<const G: usize>(
+    w: &QuantMatrix,
+    b: usize,
+    xq: &QuantRows,
+    t: usize,
+    partial: &mut [i32],
+) {
+    let lanes = w.groups() * Q_GROUP * 4;
+    let tiles = w.block(b);
+    assert!(partial.len() >= G * lanes && tiles.len() == w.groups() * Q_TILE_LEN);
+    assert!(xq.values.len() >= (t + G) * xq.stride && xq.stride >= (b + 1) * Q_BLOCK);
+    let xs: [[I16x8; Q_CHUNKS_PER_BLOCK]; G] = core::array::from_fn(|g| {
+        // SAFETY: row t+g holds `stride` values and block b ends within it (asserted).
+        core::array::from_fn(|k| unsafe {
+            I16x8::load(xq.values.as_ptr().add((t + g) * xq.stride + b * Q_BLOCK + k * Q_CHUNK))
+        })
+    });
+    for og in 0..w.groups() {
+        // SAFETY: tile og lies within `tiles`; its chunk (k, r) is 8 i16s at (k*4+r)*8.
+        // Outputs og*4..og*4+4 of each token row have their 4 lanes within `partial`.
+        unsafe {
+            let tile = tiles.as_ptr().add(og * Q_TILE_LEN);
+            let wv: [[I16x8; Q_GROUP]; Q_CHUNKS_PER_BLOCK] = core::array::from_fn(|k| {
+                core::array::from_fn(|r| I16x8::load(tile.add((k * Q_GROUP + r) * Q_CHUNK)))
+            });
+            for (g, x) in xs.iter().enumerate() {
+                for r in 0..Q_GROUP {
+                    let out = partial.as_mut_ptr().add(g * lanes + (og * Q_GROUP + r) * 4);
+                    let mut acc = I32x4::load(out);
+                    for k in 0..Q_CHUNKS_PER_BLOCK {
+                        acc = acc.add(I32x4::dot(wv[k][r], x[k]));
+                    }
+                    acc.store(out);
+                }
+            }
+        }
+    }
+}
+
+/// `q_block` for a single token (decode): each weight vector is loaded straight into its
+/// chain — load, dot, add — instead of being kept for other tokens.
+#[inline(always)]
+fn q_block_one(w: &QuantMatrix, b: usize, xq: &QuantRows, t: usize, partial: &mut [i32]) {
+    let tiles = w.block(b);
+    assert!(partial.len() >= w.groups() * Q_GROUP * 4 && tiles.len() == w.groups() * Q_TILE_LEN);
+    assert!(xq.values.len() >= (t + 1) * xq.stride && xq.stride >= (b + 1) * Q_BLOCK);
+    // SAFETY: row t holds `stride` values and block b ends within it (asserted).
+    let x: [I16x8; Q_CHUNKS_PER_BLOCK] = core::array::from_fn(|k| unsafe {
+        I16x8::load(xq.values.as_ptr().add(t * xq.stride + b * Q_BLOCK + k * Q_CHUNK))
+    });
+    // SAFETY: `tiles` holds `groups` tiles and `partial` 4 lanes per output (asserted).
+    unsafe { q_tiles_one(tiles.as_ptr(), w.groups(), &x, partial.as_mut_ptr()) }
+}
+
+/// The decode inner loop, kept out of line and written with advancing pointers: that is
+/// the form in which LLVM folds each load's constant offset into the instruction (other
+/// forms cost two more instructions per eight multiply-adds).
+///
+/// # Safety
+/// `tiles` must hold `groups` tiles and `partial` `groups * 16` i32s.
+#[inline(never)]
+unsafe fn q_tiles_one(
+    tiles: *const i16,
+    groups: usize,
+    x: &[I16x8; Q_CHUNKS_PER_BLOCK],
+    partial: *mut i32,
+) {
+    let x = *x;
+    let (mut tile, mut out) = (tiles, partial);
+    for _ in 0..groups {
+        for r in 0..Q_GROUP {
+            let row = tile.add(r * Q_CHUNK);
+            let mut acc = I32x4::load(out);
+            for (k, xk) in x.iter().enumerate() {
+                acc = acc.add(I32x4::dot(I16x8::load(row.add(k * Q_GROUP * Q_CHUNK)), *xk));
+            }
+            acc.store(out);
+            out = out.add(4);
+        }
+        tile = tile.add(Q_TILE_LEN);
     }
 }
