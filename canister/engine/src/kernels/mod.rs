@@ -19,10 +19,47 @@ pub trait Kernels {
     /// The same with int8 weights: activations are quantized per token, multiplied and
     /// summed in integers, and scaled back.
     fn matmul_q(&self, w: &QuantMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]);
-    /// `Σ a[i]·b[i]`
-    fn dot(&self, a: &[f32], b: &[f32]) -> f32;
-    /// `y[i] += a·x[i]`
-    fn axpy(&self, y: &mut [f32], a: f32, x: &[f32]);
+    /// One attention head for one query: `out = softmax(scale · q·Kᵀ) · V` over the first
+    /// `heads.positions` cached rows. `scores` is scratch space.
+    fn attend(
+        &self,
+        q: &[f32],
+        heads: &HeadCache,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    );
+}
+
+/// One head's keys and values in a KV cache laid out as rows of `stride` floats (all heads
+/// side by side); the head's columns start at `offset`.
+pub struct HeadCache<'a> {
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub stride: usize,
+    pub offset: usize,
+    pub positions: usize,
+}
+
+impl HeadCache<'_> {
+    fn check(&self, head_size: usize) {
+        let end = (self.positions.max(1) - 1) * self.stride + self.offset + head_size;
+        assert!(self.positions > 0, "attention over no positions");
+        assert!(self.keys.len() >= end && self.values.len() >= end, "head cache out of range");
+    }
+}
+
+/// Numerically stable softmax in place.
+pub fn softmax(v: &mut [f32]) {
+    // Compare-and-select: `f32::max` costs 18 instructions under IC metering.
+    let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    v.iter_mut().for_each(|x| *x *= inv);
 }
 
 /// Scalar reference kernels.
@@ -127,14 +164,19 @@ mod tests {
     }
 
     #[test]
-    fn simd_dot_and_axpy_equal_portable() {
-        for n in [1, 4, 7, 64, 65, 200] {
-            let (a, b) = (noise(n, 4), noise(n, 5));
-            assert_close(&[Simd128.dot(&a, &b)], &[Portable.dot(&a, &b)], 1e-5);
-            let (mut y1, mut y2) = (noise(n, 6), noise(n, 6));
-            Portable.axpy(&mut y1, 0.37, &a);
-            Simd128.axpy(&mut y2, 0.37, &a);
-            assert_close(&y2, &y1, 1e-6);
+    fn simd_attention_equals_portable() {
+        for (head_size, heads, positions) in [(64, 3, 1), (64, 2, 37), (24, 3, 9), (8, 4, 5)] {
+            let stride = head_size * heads;
+            let keys = noise(positions * stride, 11);
+            let values = noise(positions * stride, 12);
+            let q = noise(head_size, 13);
+            for offset in (0..heads).map(|h| h * head_size) {
+                let cache = HeadCache { keys: &keys, values: &values, stride, offset, positions };
+                let (mut a, mut b) = (vec![0.0; head_size], vec![0.0; head_size]);
+                Portable.attend(&q, &cache, 0.125, &mut Vec::new(), &mut a);
+                Simd128.attend(&q, &cache, 0.125, &mut Vec::new(), &mut b);
+                assert_close(&b, &a, 1e-5);
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Scalar reference kernels: the plain definitions, no layout tricks.
 
 use super::quant::{dequantize, quantize_rows};
-use super::{matmul_tokens, Kernels, PackedMatrix, Portable, QuantMatrix};
+use super::{matmul_tokens, softmax, HeadCache, Kernels, PackedMatrix, Portable, QuantMatrix};
 
 impl Kernels for Portable {
     fn matmul(&self, w: &PackedMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
@@ -33,15 +33,30 @@ impl Kernels for Portable {
         }
     }
 
-    fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
-    }
-
-    fn axpy(&self, y: &mut [f32], a: f32, x: &[f32]) {
-        assert_eq!(y.len(), x.len());
-        for (yi, xi) in y.iter_mut().zip(x) {
-            *yi += a * xi;
+    fn attend(
+        &self,
+        q: &[f32],
+        heads: &HeadCache,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let hs = q.len();
+        heads.check(hs);
+        let row = |m: &'_ [f32], j: usize| -> Vec<f32> {
+            m[j * heads.stride + heads.offset..][..hs].to_vec()
+        };
+        scores.clear();
+        for j in 0..heads.positions {
+            let k = row(heads.keys, j);
+            scores.push(q.iter().zip(&k).map(|(a, b)| a * b).sum::<f32>() * scale);
+        }
+        softmax(scores);
+        out.fill(0.0);
+        for (j, &a) in scores.iter().enumerate() {
+            for (o, v) in out.iter_mut().zip(row(heads.values, j)) {
+                *o += a * v;
+            }
         }
     }
 }

@@ -125,16 +125,22 @@ pub struct QuantRows {
 }
 
 /// Quantizes each `rows`-long row of `x` with its own scale.
+///
+/// Written for the IC's cost table, where `f32.max` costs 18 and a float-to-int conversion
+/// 20: a compare-and-select finds the maximum, and rounding adds 1.5·2²³ so the FPU rounds
+/// to the nearest integer (ties to even, as `round_ties_even`), read back from the bits.
 pub fn quantize_rows(x: &[f32], rows: usize, stride: usize) -> QuantRows {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: integers up to 2^22 land in the mantissa
     let tokens = x.len() / rows;
     let mut values = vec![0i16; tokens * stride];
     let mut scales = Vec::with_capacity(tokens);
     for (t, row) in x.chunks_exact(rows).enumerate() {
-        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let max = row.iter().fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
         let scale = if max > 0.0 { max / X_MAX } else { 1.0 };
         let inv = 1.0 / scale;
         for (q, v) in values[t * stride..].iter_mut().zip(row) {
-            *q = (v * inv).round_ties_even().clamp(-X_MAX, X_MAX) as i16;
+            // |v * inv| <= X_MAX by the choice of scale, so no clamp is needed.
+            *q = ((v * inv + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32) as i16;
         }
         scales.push(scale);
     }
@@ -167,6 +173,17 @@ mod tests {
             }
         }
         assert_eq!((m.blocks(), m.groups(), m.padded_rows()), (3, 2, 384));
+    }
+
+    #[test]
+    fn rounding_trick_equals_round_ties_even() {
+        let x: Vec<f32> =
+            (-5000..5000).map(|i| i as f32 * 0.4093).chain([0.5, 1.5, 2.5, -0.5, -2.5]).collect();
+        let q = quantize_rows(&x, x.len(), x.len());
+        let inv = 1.0 / q.scales[0];
+        for (v, got) in x.iter().zip(&q.values) {
+            assert_eq!(*got as f32, (v * inv).round_ties_even(), "{v}");
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@ use super::packed::{LANES, TILE_LEN, TILE_ROWS};
 use super::quant::{
     dequantize, quantize_rows, QuantRows, Q_BLOCK, Q_CHUNK, Q_CHUNKS_PER_BLOCK, Q_GROUP, Q_TILE_LEN,
 };
-use super::{matmul_tokens, Kernels, PackedMatrix, QuantMatrix, Simd128};
+use super::{
+    matmul_tokens, softmax, HeadCache, Kernels, PackedMatrix, Portable, QuantMatrix, Simd128,
+};
 
 /// Tokens that share one pass over the weights in prefill.
 const TOKEN_GROUP: usize = 4;
@@ -76,32 +78,28 @@ impl Kernels for Simd128 {
         }
     }
 
-    fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        let n = a.len() / LANES * LANES;
-        let mut acc = F32x4::splat(0.0);
-        for i in (0..n).step_by(LANES) {
-            // SAFETY: i + 4 <= n <= len of both slices.
-            unsafe {
-                acc = acc.add(F32x4::load(a.as_ptr().add(i)).mul(F32x4::load(b.as_ptr().add(i))))
-            };
-        }
-        acc.sum() + a[n..].iter().zip(&b[n..]).map(|(x, y)| x * y).sum::<f32>()
-    }
-
-    fn axpy(&self, y: &mut [f32], a: f32, x: &[f32]) {
-        assert_eq!(y.len(), x.len());
-        let n = y.len() / LANES * LANES;
-        let av = F32x4::splat(a);
-        for i in (0..n).step_by(LANES) {
-            // SAFETY: i + 4 <= n <= len of both slices.
-            unsafe {
-                let p = y.as_mut_ptr().add(i);
-                F32x4::load(p).add(av.mul(F32x4::load(x.as_ptr().add(i)))).store(p);
-            }
-        }
-        for (yi, xi) in y[n..].iter_mut().zip(&x[n..]) {
-            *yi += a * xi;
+    fn attend(
+        &self,
+        q: &[f32],
+        heads: &HeadCache,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        heads.check(q.len());
+        assert_eq!(out.len(), q.len());
+        if q.len() == HEAD_64 {
+            let (k, v) = (&heads.keys[heads.offset..], &heads.values[heads.offset..]);
+            scores.clear();
+            scores.resize(heads.positions, 0.0);
+            // SAFETY: `check` proved rows 0..positions of this head lie in keys and values.
+            unsafe { scores_64(q, k.as_ptr(), heads.stride, scale, scores) };
+            softmax(scores);
+            // SAFETY: as above; `out` holds 64 floats (asserted).
+            unsafe { weighted_sum_64(scores, v.as_ptr(), heads.stride, out) };
+        } else {
+            // Other head sizes (test models) take the reference path.
+            Portable.attend(q, heads, scale, scores, out);
         }
     }
 }
@@ -241,5 +239,51 @@ unsafe fn q_tiles_one(
             out = out.add(4);
         }
         tile = tile.add(Q_TILE_LEN);
+    }
+}
+
+/// GPT-2's head size, whose attention has a register-resident fast path.
+const HEAD_64: usize = 64;
+const HEAD_VECTORS: usize = HEAD_64 / LANES;
+
+/// `scores[j] = scale · q·k_j` with q (pre-scaled) held in sixteen registers and each key
+/// row streamed from one advancing pointer.
+///
+/// # Safety
+/// `keys` must point at `scores.len()` rows of at least 64 floats, `stride` floats apart.
+#[inline(never)]
+unsafe fn scores_64(q: &[f32], keys: *const f32, stride: usize, scale: f32, scores: &mut [f32]) {
+    let s = F32x4::splat(scale);
+    let qv: [F32x4; HEAD_VECTORS] =
+        core::array::from_fn(|i| F32x4::load(q.as_ptr().add(i * LANES)).mul(s));
+    let mut row = keys;
+    for score in scores.iter_mut() {
+        let mut acc = F32x4::splat(0.0);
+        for (i, qi) in qv.iter().enumerate() {
+            acc = acc.add(F32x4::load(row.add(i * LANES)).mul(*qi));
+        }
+        *score = acc.sum();
+        row = row.add(stride);
+    }
+}
+
+/// `out = Σ_j weights[j] · v_j` with the sixteen output vectors held in registers.
+///
+/// # Safety
+/// `values` must point at `weights.len()` rows of at least 64 floats, `stride` floats
+/// apart, and `out` must hold 64 floats.
+#[inline(never)]
+unsafe fn weighted_sum_64(weights: &[f32], values: *const f32, stride: usize, out: &mut [f32]) {
+    let mut acc = [F32x4::splat(0.0); HEAD_VECTORS];
+    let mut row = values;
+    for &w in weights {
+        let wv = F32x4::splat(w);
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = a.add(F32x4::load(row.add(i * LANES)).mul(wv));
+        }
+        row = row.add(stride);
+    }
+    for (i, a) in acc.iter().enumerate() {
+        a.store(out.as_mut_ptr().add(i * LANES));
     }
 }
