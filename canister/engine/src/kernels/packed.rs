@@ -8,7 +8,10 @@
 //! each address computation is an instruction. Rows and columns are zero-padded to whole
 //! tiles, which keeps remainders out of the inner loop.
 
-pub const TILE_ROWS: usize = 16;
+/// 32 inputs per tile: long enough that the per-tile bookkeeping (output load/store,
+/// pointer and loop updates) is a small share of the multiply-adds (measured: 16 costs
+/// 7% more instructions per decoded token).
+pub const TILE_ROWS: usize = 32;
 pub const LANES: usize = 4;
 pub const TILE_LEN: usize = TILE_ROWS * LANES;
 
@@ -94,7 +97,7 @@ mod tests {
 
     #[test]
     fn layouts_round_trip() {
-        let (rows, cols) = (19, 7);
+        let (rows, cols) = (TILE_ROWS + 3, 7);
         let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
         let a = PackedMatrix::from_in_out(rows, cols, &src);
         let b = PackedMatrix::from_out_in(cols, rows, &src);

@@ -1,12 +1,13 @@
 //! Four-lane kernels shaped for IC metering (see DESIGN.md §4: every wasm instruction,
 //! including each `local.get` and address computation, is charged).
 //!
-//! The matrix kernel walks one row block (16 inputs) at a time. For each block it splats
-//! the 16 input values of up to four tokens once, then streams the block's tiles: each
-//! tile (16 inputs × 4 outputs) is loaded once and applied to every token in the group,
-//! accumulating in a register chain. In decode (one token) the inner step is one load,
-//! one multiply and one add per four multiply-accumulates; in prefill the weight load is
-//! shared by four tokens.
+//! The f32 matrix kernel walks one row block (`TILE_ROWS` inputs) at a time. For each
+//! block it splats the input values of up to `TOKEN_GROUP` tokens once, then streams the
+//! block's tiles: each tile (`TILE_ROWS` inputs × 4 outputs) is loaded once and applied to
+//! every token in the group, accumulating in a register chain. In decode (one token) the
+//! inner step is one load, one multiply and one add per four multiply-accumulates; in
+//! prefill the weight load is shared by the group. The int8 kernel has the same shape with
+//! `i32x4.dot_i16x8_s` (eight multiply-adds) as its step.
 
 use super::lanes::{F32x4, I16x8, I32x4};
 use super::packed::{LANES, TILE_LEN, TILE_ROWS};
@@ -17,8 +18,10 @@ use super::{
     matmul_tokens, softmax, HeadCache, Kernels, PackedMatrix, Portable, QuantMatrix, Simd128,
 };
 
-/// Tokens that share one pass over the weights in prefill.
-const TOKEN_GROUP: usize = 4;
+/// Tokens that share one pass over the weights in prefill. Measured: larger groups need
+/// more registers than the code generator keeps, and their spills cost more instructions
+/// than the shared loads save.
+const TOKEN_GROUP: usize = 2;
 
 impl Kernels for Simd128 {
     fn matmul(&self, w: &PackedMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
@@ -37,8 +40,6 @@ impl Kernels for Simd128 {
             let (x, y) = (&x[t * w.rows()..], &mut y[t * cols..]);
             for ib in 0..w.row_blocks() {
                 match group {
-                    4 => row_block::<4>(w, ib, x, y),
-                    3 => row_block::<3>(w, ib, x, y),
                     2 => row_block::<2>(w, ib, x, y),
                     _ => row_block::<1>(w, ib, x, y),
                 }
@@ -60,8 +61,6 @@ impl Kernels for Simd128 {
             let acc = &mut partial[t * lanes..];
             for b in 0..w.blocks() {
                 match group {
-                    4 => q_block::<4>(w, b, &xq, t, acc),
-                    3 => q_block::<3>(w, b, &xq, t, acc),
                     2 => q_block::<2>(w, b, &xq, t, acc),
                     _ => q_block_one(w, b, &xq, t, acc),
                 }
