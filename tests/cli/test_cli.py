@@ -81,25 +81,25 @@ def test_prepare_upload_and_greedy_generate_equal_transformers(
     assert again.returncode == 0 and "already uploaded" in again.stdout
 
 
-def test_an_upload_killed_midway_resumes(prepared: Path, env: dict[str, str]) -> None:
-    env = {**env, "GPT2_CHAT_CHUNK_SIZE": "65536"}
+def test_an_upload_killed_midway_resumes(
+    prepared: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**env, "GPT2_CHAT_CHUNK_SIZE": "16384"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gpt2_chat.cli", "upload", str(prepared)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
-    assert proc.stderr is not None
-    seen = b""
+    # Kill the process once the canister's stable memory holds part of the file.
+    stable = tmp_path / "state" / "stable.bin"
     deadline = time.monotonic() + 120
-    while b"upload: 0.4" not in seen and time.monotonic() < deadline:
-        byte = proc.stderr.read(1)
-        if not byte:
+    while time.monotonic() < deadline and proc.poll() is None:
+        if stable.exists() and stable.stat().st_size > 64 * 1024 + 300_000:
             break
-        seen += byte
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert b"upload: 0.4" in seen, seen[-500:]
 
     partial = json.loads(run(env, "info", "--json").stdout)
     size = prepared.stat().st_size

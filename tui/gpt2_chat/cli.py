@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,14 +25,27 @@ class UsageError(Exception):
 
 
 class StatusLine:
-    """A progress line on stderr, redrawn in place; ended before anything else prints."""
+    """A progress line on stderr: redrawn in place on a terminal (at most 20 times a
+    second), one line per second when stderr is a file or pipe; ended before anything
+    else prints."""
 
     open = False
+    last = 0.0
+    last_phase = ""
 
     @classmethod
     def show(cls, text: str) -> None:
-        print(f"\r{text:<70}", end="", file=sys.stderr, flush=True)
-        cls.open = True
+        tty = sys.stderr.isatty()
+        now = time.monotonic()
+        phase = text.split(":", 1)[0]
+        if phase == cls.last_phase and now - cls.last < (0.05 if tty else 1.0):
+            return
+        cls.last, cls.last_phase = now, phase
+        if tty:
+            print(f"\r{text:<70}", end="", file=sys.stderr, flush=True)
+            cls.open = True
+        else:
+            print(text, file=sys.stderr, flush=True)
 
     @classmethod
     def end(cls) -> None:
@@ -74,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         default="f32",
         choices=["f32", "int8"],
-        help="int8: weight matrices in int8 with per-output scales (about 3x fewer IC instructions)",
+        help="int8: weight matrices in int8 with per-output scales (fewer IC instructions)",
     )
 
     p = sub.add_parser("upload", help="upload a model file (resumes) and load it")
