@@ -174,14 +174,38 @@ pub fn seed_inference(
             })
         })
         .collect::<Result<Vec<u32>, String>>()?;
+    model.check_tokens(0, &ids).map_err(|e| e.to_string())?;
     let k = BestKernels::default();
     let mut cache = KvCache::new(&model.config);
-    let mut hidden = model.forward(&k, &mut cache, &ids).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let mut per_token = estimate_per_token(&model.config, cache.len(), true);
-    while out.len() < max_new as usize && cache.len() < model.config.n_ctx {
+    // The prompt in blocks, so that one too long for a single call ends in a clear error
+    // instead of the IC's instruction-limit trap.
+    let mut hidden = Vec::new();
+    let mut per_token = estimate_per_token(&model.config, 0, false);
+    for block in ids.chunks(PREFILL_BLOCK) {
         let used = counter();
-        if used + per_token > MAX_BUDGET {
+        if used + per_token * block.len() as u64 > MAX_BUDGET {
+            return Err(format!(
+                "a {}-token prompt does not fit one call's instruction budget ({} tokens did); \
+                 use session_prefill, which spreads a prompt over several calls",
+                ids.len(),
+                cache.len()
+            ));
+        }
+        hidden = model.forward(&k, &mut cache, block).map_err(|e| e.to_string())?;
+        per_token = per_token.max((counter() - used) / block.len() as u64 * 11 / 10);
+    }
+    // Each output token costs the LM head; each but the last also a pass through the model.
+    let head_cost = 3 * (model.config.vocab_size * model.config.n_embd) as u64;
+    let mut out = Vec::new();
+    while out.len() < max_new as usize {
+        if counter() + head_cost > MAX_BUDGET {
+            if out.is_empty() {
+                return Err(format!(
+                    "the {}-token prompt used the call's instruction budget before the first \
+                     output token; use a shorter prompt or the session methods",
+                    ids.len()
+                ));
+            }
             break;
         }
         let token = argmax(&model.logits(&k, &hidden));
@@ -189,9 +213,12 @@ pub fn seed_inference(
             break;
         }
         out.push(token as i64);
-        if out.len() < max_new as usize {
-            hidden = model.forward(&k, &mut cache, &[token]).map_err(|e| e.to_string())?;
+        let used = counter();
+        let more = out.len() < max_new as usize && cache.len() < model.config.n_ctx;
+        if !more || used + per_token + head_cost > MAX_BUDGET {
+            break;
         }
+        hidden = model.forward(&k, &mut cache, &[token]).map_err(|e| e.to_string())?;
         per_token = per_token.max((counter() - used) * 11 / 10);
     }
     Ok(out)
