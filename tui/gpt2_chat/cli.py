@@ -115,6 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["start", "stop", "status"])
     sub.add_parser("deploy", help="deploy the canister to the configured replica with dfx")
 
+    p = sub.add_parser(
+        "bench",
+        help="benchmark the canister in the embedded runtime: IC instructions per token, "
+        "tokens per call, speed beside a native runtime",
+    )
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="GPT-2 124M only (skip the medium/large/xl heap check), one real check per table",
+    )
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("docs"),
+        help="where benchmarks.md and benchmarks.png are written (default: ./docs)",
+    )
+
     for child in sub.choices.values():
         _add_global_options(child, default=argparse.SUPPRESS)
     return parser
@@ -362,6 +380,31 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Always the embedded runtime (its metering is the measurement), whatever --network says."""
+    import importlib.util
+
+    from gpt2_chat.bench import report
+    from gpt2_chat.bench.run import Options, run_bench
+
+    began = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - began:5.0f}s] {message}", file=sys.stderr, flush=True)
+
+    png = importlib.util.find_spec("matplotlib") is not None
+    if not png:
+        log("matplotlib is not installed (pip install 'gpt2-chat[bench]'): no PNG plot")
+    result = run_bench(Options(quick=args.quick), log)
+    written = report.write(result, args.out_dir, png=png)
+    log("wrote " + ", ".join(str(p) for p in written))
+    print(
+        report.to_json(result) if args.json else report.markdown(result),
+        end="\n" if args.json else "",
+    )
+    return 0
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -374,6 +417,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "chat": cmd_chat,
     "replica": cmd_replica,
     "deploy": cmd_deploy,
+    "bench": cmd_bench,
 }
 
 if __name__ == "__main__":

@@ -37,6 +37,26 @@ fn estimate_per_token(config: &Config, position: usize, with_head: bool) -> u64 
     3 * macs + 1_000_000
 }
 
+/// Instructions per token for budget checks: a pessimistic guess until the first
+/// measurement replaces it; later measurements only raise it (attention grows with the
+/// position). The 10% margin covers that growth within a block.
+struct PerToken {
+    value: u64,
+    measured: bool,
+}
+
+impl PerToken {
+    fn guess(value: u64) -> Self {
+        PerToken { value, measured: false }
+    }
+
+    fn observe(&mut self, instructions: u64, tokens: usize) {
+        let m = instructions / tokens.max(1) as u64 * 11 / 10;
+        self.value = if self.measured { self.value.max(m) } else { m };
+        self.measured = true;
+    }
+}
+
 /// The reply to an identical earlier call, or an error when `position` is not the
 /// session's. A repeated call is thereby answered once, never executed twice.
 fn replay<A: CandidType, R: CandidType + DeserializeOwned>(
@@ -71,11 +91,12 @@ pub fn prefill(
     }
     let budget = budget(args.instruction_budget)?;
     model.check_tokens(session.tokens.len(), &args.tokens).map_err(|e| e.to_string())?;
-    let mut per_token = estimate_per_token(&model.config, session.tokens.len(), false);
+    let mut per_token =
+        PerToken::guess(estimate_per_token(&model.config, session.tokens.len(), false));
     let mut consumed = 0;
     while consumed < args.tokens.len() {
         let used = counter();
-        let affordable = (budget.saturating_sub(used) / per_token) as usize;
+        let affordable = (budget.saturating_sub(used) / per_token.value) as usize;
         // At least one block per call, so a prefill always advances.
         let n = if consumed == 0 { affordable.max(1) } else { affordable };
         let n = n.min(PREFILL_BLOCK).min(args.tokens.len() - consumed);
@@ -89,7 +110,7 @@ pub fn prefill(
         session.tokens.extend_from_slice(block);
         session.hidden = Some(hidden);
         consumed += n;
-        per_token = per_token.max((counter() - used) / n as u64 * 11 / 10);
+        per_token.observe(counter() - used, n);
     }
     let reply = PrefillReply {
         consumed: consumed as u32,
@@ -120,7 +141,8 @@ pub fn generate(
     session.sampling = sampling;
     let k = BestKernels::default();
     let n_ctx = model.config.n_ctx;
-    let mut per_token = estimate_per_token(&model.config, session.tokens.len(), true);
+    let mut per_token =
+        PerToken::guess(estimate_per_token(&model.config, session.tokens.len(), true));
     let mut new_tokens = Vec::new();
     let stop = loop {
         if new_tokens.len() >= args.max_tokens as usize {
@@ -130,7 +152,7 @@ pub fn generate(
             break StopReason::ContextFull;
         }
         let used = counter();
-        if !new_tokens.is_empty() && used + per_token > budget {
+        if !new_tokens.is_empty() && used + per_token.value > budget {
             break StopReason::InstructionBudget;
         }
         let hidden = session.hidden.as_ref().expect("checked above");
@@ -142,7 +164,7 @@ pub fn generate(
         session.hidden = Some(hidden);
         session.tokens.push(token);
         new_tokens.push(token);
-        per_token = per_token.max((counter() - used) * 11 / 10);
+        per_token.observe(counter() - used, 1);
     };
     let reply = GenerateReply {
         tokens: new_tokens,
@@ -180,10 +202,10 @@ pub fn seed_inference(
     // The prompt in blocks, so that one too long for a single call ends in a clear error
     // instead of the IC's instruction-limit trap.
     let mut hidden = Vec::new();
-    let mut per_token = estimate_per_token(&model.config, 0, false);
+    let mut per_token = PerToken::guess(estimate_per_token(&model.config, 0, false));
     for block in ids.chunks(PREFILL_BLOCK) {
         let used = counter();
-        if used + per_token * block.len() as u64 > MAX_BUDGET {
+        if used + per_token.value * block.len() as u64 > MAX_BUDGET {
             return Err(format!(
                 "a {}-token prompt does not fit one call's instruction budget ({} tokens did); \
                  use session_prefill, which spreads a prompt over several calls",
@@ -192,7 +214,7 @@ pub fn seed_inference(
             ));
         }
         hidden = model.forward(&k, &mut cache, block).map_err(|e| e.to_string())?;
-        per_token = per_token.max((counter() - used) / block.len() as u64 * 11 / 10);
+        per_token.observe(counter() - used, block.len());
     }
     // Each output token costs the LM head; each but the last also a pass through the model.
     let head_cost = 3 * (model.config.vocab_size * model.config.n_embd) as u64;
@@ -215,11 +237,11 @@ pub fn seed_inference(
         out.push(token as i64);
         let used = counter();
         let more = out.len() < max_new as usize && cache.len() < model.config.n_ctx;
-        if !more || used + per_token + head_cost > MAX_BUDGET {
+        if !more || used + per_token.value + head_cost > MAX_BUDGET {
             break;
         }
         hidden = model.forward(&k, &mut cache, &[token]).map_err(|e| e.to_string())?;
-        per_token = per_token.max((counter() - used) * 11 / 10);
+        per_token.observe(counter() - used, 1);
     }
     Ok(out)
 }

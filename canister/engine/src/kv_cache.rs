@@ -11,11 +11,17 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// A cache with room for the whole context, allocated once: growing by doubling would
+    /// copy the cache again and again (tens of millions of instructions at long contexts)
+    /// and fragment the heap. Sessions already reserve a full context in their accounting.
     pub fn new(config: &Config) -> Self {
+        let room = config.n_ctx * config.n_embd;
         KvCache {
             n_embd: config.n_embd,
             len: 0,
-            layers: vec![(Vec::new(), Vec::new()); config.n_layer],
+            layers: (0..config.n_layer)
+                .map(|_| (Vec::with_capacity(room), Vec::with_capacity(room)))
+                .collect(),
         }
     }
 

@@ -1,0 +1,375 @@
+"""The app: four tabs (chat, model, replica, settings), the bindings, the one backend
+connection they share and its lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.content import Content
+from textual.notifications import SeverityLevel
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from gpt2_chat.client.canister import ModelInfo
+from gpt2_chat.settings import Settings
+
+from .chat_view import ChatView
+from .connection import Connection, ConnectionClosed, describe, open_connection
+from .model_view import ModelView
+from .replica_view import ReplicaView
+from .settings_view import SettingsView
+from .store import CONNECTION_FIELDS, SettingsStore
+from .widgets import EXPECTED_ERRORS, OneLine, Pane, UiCall
+
+TABS = (
+    ("chat", "Chat", "F1"),
+    ("model", "Model", "F2"),
+    ("replica", "Replica", "F3"),
+    ("settings", "Settings", "F4"),
+)
+
+
+class ConnectionBar(OneLine):
+    """One line above the footer: which backend, whether connected, what model."""
+
+
+class Gpt2ChatApp(App[None]):
+    TITLE = "gpt2-chat"
+    #: Absolute, so subclasses defined elsewhere (tests) find it too.
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(
+            # Not in the footer (the tab labels show these keys); in the command palette.
+            Binding(key.lower(), f"show_tab('{tab}')", label, show=False)
+            for tab, label, key in TABS
+        ),
+        Binding("ctrl+q", "quit", "Quit", tooltip="Quit gpt2-chat", priority=True),
+    ]
+
+    #: The open backend (None while connecting or when it failed).
+    connection: reactive[Connection | None] = reactive(None, always_update=True)
+    connecting: reactive[bool] = reactive(False)
+    connection_error: reactive[str | None] = reactive(None)
+    #: What the canister said last (refreshed after uploads, on the model tab, ...).
+    model_info: reactive[ModelInfo | None] = reactive(None, always_update=True)
+    #: The settings in force.
+    settings: reactive[Settings] = reactive(Settings, always_update=True)
+
+    def __init__(
+        self, store: SettingsStore | None = None, flags: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__()
+        self.store = store or SettingsStore(flags=flags)
+        self.set_reactive(Gpt2ChatApp.settings, self.store.effective)
+        # Connections are opened and closed on worker threads, one at a time.
+        self._connection_lock = threading.Lock()
+        self._open: Connection | None = None
+        self._generation = 0
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent(initial="chat", id="tabs"):
+            views: dict[str, Callable[[], Pane]] = {
+                "chat": partial(ChatView, id="chat-view"),
+                "model": partial(ModelView, id="model-view"),
+                "replica": partial(ReplicaView, id="replica-view"),
+                "settings": partial(SettingsView, id="settings-view"),
+            }
+            for tab, label, key in TABS:
+                title = Content.assemble(label, " ", (key, "dim"))
+                with TabPane(title, id=tab):
+                    yield views[tab]()
+        yield ConnectionBar(id="connection-bar")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.store.load_error:
+            self.notify(self.store.load_error, severity="error", markup=False, timeout=15)
+        self._apply_theme(self.settings.theme)
+        self.watch(self, "theme", self._theme_changed, init=False)
+        self.reconnect()
+        self.query_one(ChatView).on_tab_shown()
+
+    def on_unmount(self) -> None:
+        self.close_connection()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Plain text unless asked: messages quote paths and library errors, not markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    # ------------------------------------------------------------------ threads -> UI
+
+    def later(self, fn: Callable[..., object], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the app has exited
+            self.post_message(UiCall(partial(fn, *args)))
+
+    def on_ui_call(self, message: UiCall) -> None:
+        message.fn()
+
+    # ------------------------------------------------------------------ tabs
+
+    def action_show_tab(self, tab: str) -> None:
+        tabs = self.query_one("#tabs", TabbedContent)
+        if tabs.active == tab:
+            self._tab_shown(tab)  # no TabActivated: just focus its main widget again
+        else:
+            tabs.active = tab
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id:
+            self._tab_shown(event.pane.id)
+
+    def _tab_shown(self, tab: str) -> None:
+        pane = self.query_one(f"#{tab}", TabPane)
+        for view in pane.query(Pane):
+            view.on_tab_shown()
+
+    @property
+    def chat_view(self) -> ChatView:
+        return self.query_one(ChatView)
+
+    @property
+    def model_view(self) -> ModelView:
+        return self.query_one(ModelView)
+
+    # ------------------------------------------------------------------ connection
+
+    def reconnect(self) -> None:
+        """(Re)opens the backend for the current settings, in a worker."""
+        self._generation += 1
+        self.connection = None
+        self.model_info = None
+        self.connection_error = None
+        self.connecting = True
+        self._show_connection()
+        self._connect(self._generation, self.settings)
+
+    @work(thread=True, group="connect")
+    def _connect(self, generation: int, settings: Settings) -> None:
+        with self._connection_lock:
+            if self._open is not None:
+                self._open.close()
+                self._open = None
+            if generation != self._generation:
+                return  # another reconnect came after this one
+            try:
+                connection = open_connection(settings)
+            except EXPECTED_ERRORS as e:
+                self.later(self._connect_failed, generation, str(e))
+                return
+            self._open = connection
+        try:
+            info: ModelInfo | None = connection.canister.model_info()
+        except EXPECTED_ERRORS as e:
+            info = None
+            self.notify(str(e), severity="error", markup=False, timeout=10)
+        self.later(self._connected, generation, connection, info)
+
+    def _connected(self, generation: int, connection: Connection, info: ModelInfo | None) -> None:
+        if generation != self._generation:
+            return
+        self.connecting = False
+        self.connection = connection
+        self.model_info = info
+        self._show_connection()
+
+    def _connect_failed(self, generation: int, message: str) -> None:
+        if generation != self._generation:
+            return
+        self.connecting = False
+        self.connection_error = message
+        self._show_connection()
+        self.notify(message, title="Not connected", severity="error", markup=False, timeout=15)
+
+    def close_connection(self) -> None:
+        """Stops the views' work and closes the backend (waits for a call in flight)."""
+        self._generation += 1
+        for view in self.query(Pane):
+            cancel = getattr(view, "_cancel", None)
+            if isinstance(cancel, threading.Event):
+                cancel.set()
+        with self._connection_lock:
+            if self._open is not None:
+                self._open.close()
+                self._open = None
+
+    def refresh_model_info(self) -> None:
+        if self.connection is not None:
+            self._fetch_model_info(self.connection)
+
+    @work(thread=True, exclusive=True, group="model-info")
+    def _fetch_model_info(self, connection: Connection) -> None:
+        try:
+            info = connection.canister.model_info()
+        except ConnectionClosed:
+            return
+        except EXPECTED_ERRORS as e:
+            self.notify(str(e), severity="error", markup=False, timeout=10)
+            return
+        self.later(self._model_info_fetched, connection, info)
+
+    def _model_info_fetched(self, connection: Connection, info: ModelInfo) -> None:
+        if connection is self.connection:
+            self.model_info = info
+            self._show_connection()
+
+    def model_changed(self) -> None:
+        """A model was uploaded or loaded: the chat starts a new conversation with it."""
+        self.refresh_model_info()
+        self.chat_view.start_over("The canister's model changed: this is a new conversation.")
+
+    def _show_connection(self) -> None:
+        bars = self.query("#connection-bar").results(ConnectionBar)
+        bar = next(bars, None)
+        if bar is None:  # the app is closing: its widgets are gone
+            return
+        label = describe(self.settings)
+        if self.connecting:
+            bar.update(Text(f"◌ connecting: {label}…", style="dim"))
+            return
+        if self.connection is None:
+            error = self.connection_error or "not connected"
+            bar.update(Text.assemble(("✗ ", "bold red"), f"{label}: {error}"))
+            return
+        info = self.model_info
+        if info is None:
+            model = "model: ?"
+        elif info.loaded and info.config is not None:
+            model = f"GPT-2 {info.config.n_layer}×{info.config.n_embd} loaded"
+        elif info.upload.complete:
+            model = "model uploaded, not loaded (F2)"
+        elif info.upload.received_bytes:
+            model = "partial upload (F2 to resume)"
+        else:
+            model = "no model (F2 to upload one)"
+        bar.update(Text.assemble(("● ", "bold green"), f"{label} · {model}"))
+
+    # ------------------------------------------------------------------ settings
+
+    def apply_settings(self, new: Settings) -> set[str]:
+        """Saves `new` and applies it now. Raises ValueError/OSError (nothing changed)."""
+        changed = self.store.save(new)
+        self.settings = self.store.effective
+        if changed & CONNECTION_FIELDS:
+            self.reconnect()
+        if "theme" in changed:
+            self._apply_theme(self.settings.theme)
+        return changed
+
+    def _apply_theme(self, theme: str) -> None:
+        if theme == self.theme:
+            return
+        if theme not in self.available_themes:
+            self.notify(f"unknown theme {theme!r}; using {self.theme}", severity="warning")
+            return
+        self.theme = theme
+
+    def _theme_changed(self, theme: str) -> None:
+        """A theme chosen anywhere (settings tab, command palette) is saved."""
+        if theme == self.settings.theme:
+            return
+        try:
+            self.store.save(replace(self.store.effective, theme=theme))
+        except EXPECTED_ERRORS as e:
+            self.notify(f"theme not saved: {e}", severity="error", markup=False)
+            return
+        self.settings = self.store.effective
+
+    # ------------------------------------------------------------------ command palette
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for tab, label, key in TABS:
+            show = partial(self.action_show_tab, tab)
+            yield SystemCommand(f"{label} tab", f"Show the {label.lower()} tab ({key})", show)
+        chat = self.chat_view
+        model = self.model_view
+        replica = self.query_one(ReplicaView)
+        settings = self.query_one(SettingsView)
+        commands: list[tuple[str, str, str | None, Callable[[], None]]] = [
+            ("New chat", "Start a new conversation (Ctrl+N)", None, chat.action_new_chat),
+            ("Copy last reply", "Copy GPT-2's last reply (Ctrl+Y)", None, chat.action_copy_reply),
+            (
+                "Upload model",
+                "Upload the chosen file (Enter in its path)",
+                "model",
+                model.action_upload,
+            ),
+            (
+                "Browse for a model",
+                "Pick a .safetensors file (Ctrl+O)",
+                "model",
+                model.action_browse,
+            ),
+            (
+                "Refresh canister state",
+                "What the canister holds (Ctrl+R)",
+                "model",
+                model.action_refresh,
+            ),
+            (
+                "Local network status",
+                "Find dfx/icp, ask the network (Ctrl+R)",
+                "replica",
+                replica.action_refresh,
+            ),
+            ("Start local network", "dfx start --background", "replica", replica.action_start),
+            ("Stop local network", "dfx stop", "replica", replica.action_stop_network),
+            (
+                "Deploy the canister",
+                "dfx deploy gpt2_backend (local)",
+                "replica",
+                replica.action_deploy,
+            ),
+            (
+                "Save settings",
+                "Save and apply the settings (Ctrl+S)",
+                "settings",
+                settings.action_save,
+            ),
+            ("Reconnect", "Reopen the backend with the current settings", None, self.reconnect),
+        ]
+        if chat.busy:
+            commands.append(("Stop reply", "Stop the reply (Esc)", None, chat.action_stop))
+        if model.uploading:
+            commands.append(
+                ("Pause upload", "Resume continues later (Esc)", None, model.action_pause)
+            )
+            commands.append(("Cancel upload", "Stop and discard it", None, model.action_cancel))
+        for title, help_text, where, action in commands:
+            yield SystemCommand(title, help_text, self._on_tab(where, action) if where else action)
+
+    def _on_tab(self, tab: str, action: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            self.action_show_tab(tab)
+            action()
+
+        return run
+
+
+def run_app(flags: Mapping[str, str] | None = None) -> int:
+    """Runs the app until the user quits; 0."""
+    app = Gpt2ChatApp(flags=flags)
+    try:
+        app.run()
+    finally:
+        app.close_connection()
+    return 0

@@ -1,0 +1,442 @@
+"""The chat tab: transcript, prompt, status line. Generation runs in a thread worker; the
+reply streams in as each generate call returns; Esc stops it between calls."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.reactive import reactive
+from textual.widgets import Input, Static
+
+from gpt2_chat.backends.base import BackendError
+from gpt2_chat.client.canister import GenerateReply, Gpt2Canister, PrefillReply, Sampling
+from gpt2_chat.client.chat import ChatSettings, Conversation, TurnResult
+from gpt2_chat.client.tokenizer import Gpt2Tokenizer
+from gpt2_chat.settings import Settings
+
+from .connection import Connection, ConnectionClosed
+from .fmt import si
+from .widgets import EXPECTED_ERRORS, OneLine, Pane
+
+STOP_NOTES = {
+    "Cancelled": "stopped",
+    "ContextFull": "the context is full: start a new chat (Ctrl+N)",
+    "InstructionBudget": "stopped at the instruction budget",
+}
+
+
+def chat_settings(settings: Settings) -> ChatSettings:
+    """What a turn uses, from the app's settings (read at the start of every turn)."""
+    return ChatSettings(
+        sampling=Sampling(settings.temperature, settings.top_k, settings.top_p, settings.seed),
+        max_new_tokens=settings.max_new_tokens,
+        tokens_per_call=settings.tokens_per_call,
+        instruction_budget=settings.instruction_budget,
+    )
+
+
+class MeteredCanister(Gpt2Canister):
+    """The canister client, telling `on_call` about every prefill/generate call so the
+    status line can count calls while a reply is still streaming."""
+
+    on_call: object = None
+
+    def _tell(self, kind: str, tokens: int, instructions: int) -> None:
+        hook = self.on_call
+        if callable(hook):
+            hook(kind, tokens, instructions)
+
+    def session_prefill(
+        self, session: int, position: int, tokens: list[int], budget: int | None = None
+    ) -> PrefillReply:
+        reply = super().session_prefill(session, position, tokens, budget)
+        self._tell("prefill", reply.consumed, reply.instructions)
+        return reply
+
+    def session_generate(
+        self,
+        session: int,
+        position: int,
+        max_tokens: int,
+        budget: int | None = None,
+        sampling: Sampling | None = None,
+    ) -> GenerateReply:
+        reply = super().session_generate(session, position, max_tokens, budget, sampling)
+        self._tell("generate", len(reply.tokens), reply.instructions)
+        return reply
+
+
+@dataclass
+class TurnStats:
+    tokens: int
+    tokens_per_second: float
+    calls: int
+    instructions_per_token: float | None
+    context: int
+    n_ctx: int
+
+    @staticmethod
+    def of(result: TurnResult, context: int, n_ctx: int) -> TurnStats:
+        tokens = len(result.token_ids)
+        return TurnStats(
+            tokens=tokens,
+            tokens_per_second=result.tokens_per_second,
+            calls=len(result.calls),
+            instructions_per_token=result.generate_instructions / tokens if tokens else None,
+            context=context,
+            n_ctx=n_ctx,
+        )
+
+    def __str__(self) -> str:
+        per_token = si(self.instructions_per_token) if self.instructions_per_token else "-"
+        return (
+            f"{self.tokens} tokens · {self.tokens_per_second:.1f} tok/s · {self.calls} calls · "
+            f"{per_token} instr/tok · context {self.context}/{self.n_ctx}"
+        )
+
+
+class ChatMessage(Static):
+    """One turn in the transcript: plain text (selectable, copied as typed)."""
+
+    DEFAULT_CSS = """
+    ChatMessage {
+        width: 1fr;
+        padding: 0 1;
+        margin-bottom: 1;
+    }
+    ChatMessage.user { border-left: outer $primary; background: $boost; }
+    ChatMessage.model { border-left: outer $success; }
+    ChatMessage.note { color: $text-muted; border-left: none; }
+    """
+
+    LABELS = {"user": "You", "model": "GPT-2"}
+
+    def __init__(self, role: str, text: str = "") -> None:
+        super().__init__(classes=role)
+        self.role = role
+        self.text = text
+        self.note = ""
+        self._render_text()
+
+    def append(self, piece: str) -> None:
+        self.text += piece
+        self._render_text()
+
+    def set_note(self, note: str) -> None:
+        self.note = note
+        self._render_text()
+
+    def _render_text(self) -> None:
+        label = self.LABELS.get(self.role)
+        body = Text()
+        if label:
+            body.append(f"{label}\n", style="bold")
+        if self.role == "model" and not self.text and not self.note:
+            body.append("…", style="dim")
+        body.append(self.text)
+        if self.note:
+            body.append(f"{' ' if self.text else ''}[{self.note}]", style="dim italic")
+        self.update(body)
+
+
+class ChatView(Pane):
+    BINDINGS = [
+        Binding("escape", "stop", "Stop reply", tooltip="Stop the reply after the current call"),
+        Binding("ctrl+n", "new_chat", "New chat", tooltip="Start a new conversation"),
+        Binding("ctrl+y", "copy_reply", "Copy reply", tooltip="Copy the last reply as text"),
+    ]
+
+    busy: reactive[bool] = reactive(False, bindings=True)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.tokenizer: Gpt2Tokenizer | None = None
+        self.conversation: Conversation | None = None
+        self._conversation_connection: Connection | None = None
+        self._cancel: threading.Event | None = None
+        #: The reply being generated (None when idle).
+        self._active_reply: ChatMessage | None = None
+        self._calls = 0
+        self._tokens = 0
+        self._sent_text = ""
+        self.last_stats: TurnStats | None = None
+
+    def compose(self) -> ComposeResult:
+        yield VerticalScroll(id="transcript")
+        yield OneLine(id="chat-status")
+        yield Input(id="prompt", placeholder="Message GPT-2 · Enter sends")
+
+    def on_mount(self) -> None:
+        self.watch(self.gpt2_app, "model_info", self._model_info_changed)
+        self.watch(self.gpt2_app, "connection", self._connection_changed, init=False)
+        self.watch(self.gpt2_app, "settings", self._update_idle_status, init=False)
+        self._show_welcome()
+        self._load_tokenizer()
+
+    def on_tab_shown(self) -> None:
+        self.query_one("#prompt", Input).focus()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def transcript(self) -> VerticalScroll:
+        return self.query_one("#transcript", VerticalScroll)
+
+    def _messages(self) -> list[ChatMessage]:
+        return list(self.transcript.query(ChatMessage))
+
+    def last_reply(self) -> str | None:
+        replies = [m for m in self._messages() if m.role == "model" and m.text]
+        return replies[-1].text if replies else None
+
+    def _show_welcome(self) -> None:
+        self.transcript.remove_children()
+        self.transcript.mount(
+            ChatMessage(
+                "note",
+                "Say something to GPT-2. Enter sends · Esc stops a reply · Ctrl+N new chat · "
+                "Ctrl+Y copies the last reply · drag to select text, Ctrl+C copies it.",
+            )
+        )
+        self._update_idle_status()
+
+    def _model_info_changed(self) -> None:
+        self._update_idle_status()
+
+    def _connection_changed(self) -> None:
+        # The conversation lived in the old backend's canister: start over in the new one.
+        connection = self.gpt2_app.connection
+        if self.conversation is not None and self._conversation_connection is not connection:
+            if self._cancel is not None:
+                self._cancel.set()
+            self.conversation = None
+            self._conversation_connection = None
+            self.last_stats = None
+            if connection is not None:
+                self.transcript.mount(
+                    ChatMessage("note", f"Now on {connection.label}: a new conversation.")
+                )
+        self._update_idle_status()
+
+    def _status(self, text: str) -> None:
+        self.query_one("#chat-status", OneLine).update(Text(text))
+
+    def _update_idle_status(self) -> None:
+        if self.busy:
+            return
+        app = self.gpt2_app
+        info = app.model_info
+        if app.connection is None:
+            self._status("not connected" if not app.connecting else "connecting…")
+            return
+        if info is not None and not info.loaded:
+            self._status("no model is loaded in the canister: F2 to upload one")
+            return
+        if self.last_stats is not None:
+            self._status(str(self.last_stats))
+            return
+        n_ctx = info.config.n_ctx if info is not None and info.config else None
+        s = app.settings
+        ctx = f"context 0/{n_ctx} · " if n_ctx else ""
+        self._status(
+            f"{ctx}temperature {s.temperature:g} · top-k {s.top_k} · top-p {s.top_p:g} · "
+            f"up to {s.max_new_tokens} tokens"
+        )
+
+    def show_stats(self, stats: TurnStats) -> None:
+        self.last_stats = stats
+        self._status(str(stats))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":
+            return self.busy
+        return True
+
+    # ------------------------------------------------------------------ actions
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "prompt":
+            return
+        event.stop()
+        text = event.value.strip()
+        if text:
+            self.send(text)
+
+    def send(self, text: str) -> None:
+        app = self.gpt2_app
+        if self.busy:
+            app.notify("GPT-2 is still replying: wait, or press Esc to stop it", severity="warning")
+            return
+        connection = app.connection
+        if connection is None:
+            self.report(
+                app.connection_error or "not connected yet: wait a moment or check Settings (F4)"
+            )
+            return
+        info = app.model_info
+        if info is not None and not info.loaded:
+            self.report("no model is loaded in the canister: upload one on the Model tab (F2)")
+            return
+        self.query_one("#prompt", Input).value = ""
+        conversation = self._conversation(connection)
+        conversation.settings = chat_settings(app.settings)
+        self.transcript.mount(ChatMessage("user", text))
+        reply = ChatMessage("model")
+        self.transcript.mount(reply)
+        self.transcript.scroll_end(animate=False)
+        self._cancel = threading.Event()
+        self._calls = self._tokens = 0
+        self._active_reply = reply
+        self.busy = True
+        self._status("GPT-2 is replying… Esc stops")
+        self._generate(conversation, text, reply, self._cancel)
+        self._sent_text = text
+
+    @work(thread=True, group="tokenizer")
+    def _load_tokenizer(self) -> None:
+        """Reads the BPE files off the UI thread, before the first message needs them."""
+        tokenizer = Gpt2Tokenizer()
+        self.later(self._tokenizer_loaded, tokenizer)
+
+    def _tokenizer_loaded(self, tokenizer: Gpt2Tokenizer) -> None:
+        if self.tokenizer is None:
+            self.tokenizer = tokenizer
+
+    def _conversation(self, connection: Connection) -> Conversation:
+        if self.conversation is None or self._conversation_connection is not connection:
+            if self.tokenizer is None:  # a message typed faster than the files load
+                self.tokenizer = Gpt2Tokenizer()
+            canister = MeteredCanister(connection.backend)
+            self.conversation = Conversation(
+                canister, self.tokenizer, chat_settings(self.gpt2_app.settings)
+            )
+            self._conversation_connection = connection
+        return self.conversation
+
+    def action_stop(self) -> None:
+        if self._cancel is not None and self.busy:
+            self._cancel.set()
+            self._status("stopping after the current call…")
+
+    def action_new_chat(self) -> None:
+        old = self.conversation
+        if self.busy and self._cancel is not None:
+            self._cancel.set()  # the turn's worker deletes the old session when it ends
+        elif old is not None:
+            self._forget(old)
+        self.conversation = None
+        self._conversation_connection = None
+        self.last_stats = None
+        self._active_reply = None
+        self.busy = False
+        self._show_welcome()
+        self.query_one("#prompt", Input).focus()
+        self.app.notify("New chat", timeout=2)
+
+    def start_over(self, why: str) -> None:
+        """Drop the conversation (the model changed, say), keeping the transcript."""
+        if self.conversation is None:
+            return
+        if not self.busy:
+            self._forget(self.conversation)
+        self.conversation = None
+        self.last_stats = None
+        self.transcript.mount(ChatMessage("note", why))
+        self._update_idle_status()
+
+    def action_copy_reply(self) -> None:
+        text = self.last_reply()
+        if not text:
+            self.app.notify("There is no reply to copy yet", severity="warning")
+            return
+        self.app.copy_to_clipboard(text)
+        self.app.notify(f"Copied the last reply ({len(text)} characters)", timeout=3)
+
+    # ------------------------------------------------------------------ workers
+
+    @work(thread=True, group="chat")
+    def _generate(
+        self, conversation: Conversation, text: str, reply: ChatMessage, cancel: threading.Event
+    ) -> None:
+        canister = conversation.canister
+        if isinstance(canister, MeteredCanister):
+            canister.on_call = lambda kind, n, instructions: self.later(self._call_done, kind, n)
+        try:
+            result = conversation.send(
+                text, lambda piece: self.later(self._piece, reply, piece), cancel
+            )
+        except ConnectionClosed:
+            self.later(self._turn_failed, conversation, reply, None)
+        except EXPECTED_ERRORS as e:
+            self.later(self._turn_failed, conversation, reply, e)
+        else:
+            stats = TurnStats.of(result, len(conversation.context), conversation.n_ctx)
+            self.later(self._turn_done, conversation, reply, result, stats)
+
+    @work(thread=True, group="chat-cleanup")
+    def _forget(self, conversation: Conversation) -> None:
+        """Deletes the conversation's session in the canister (best effort: the canister
+        evicts old sessions by itself)."""
+        with contextlib.suppress(BackendError):
+            conversation.reset()
+
+    # ------------------------------------------------------------------ on the UI thread
+
+    def _piece(self, reply: ChatMessage, piece: str) -> None:
+        at_end = self.transcript.scroll_y >= self.transcript.max_scroll_y - 1
+        reply.append(piece)
+        if at_end:
+            self.transcript.scroll_end(animate=False)
+
+    def _call_done(self, kind: str, tokens: int) -> None:
+        if not self.busy:
+            return
+        self._calls += 1
+        if kind == "generate":
+            self._tokens += tokens
+        phase = "reading the prompt" if kind == "prefill" else f"{self._tokens} tokens"
+        self._status(f"GPT-2 is replying… {phase} · {self._calls} calls · Esc stops")
+
+    def _end_turn(self, reply: ChatMessage) -> bool:
+        """Marks the turn of `reply` ended; whether it was the one the view waited for."""
+        if reply is not self._active_reply:
+            return False
+        self._active_reply = None
+        self.busy = False
+        return True
+
+    def _turn_done(
+        self, conversation: Conversation, reply: ChatMessage, result: TurnResult, stats: TurnStats
+    ) -> None:
+        note = STOP_NOTES.get(result.stop)
+        if note:
+            reply.set_note(note)
+        elif not result.text:
+            reply.set_note("no reply")
+        current = self._end_turn(reply)
+        if conversation is not self.conversation:
+            self._forget(conversation)
+            self._update_idle_status()
+            return
+        if current:
+            self.show_stats(stats)
+        self.transcript.scroll_end(animate=False)
+
+    def _turn_failed(
+        self, conversation: Conversation, reply: ChatMessage, error: BaseException | None
+    ) -> None:
+        reply.set_note("failed" if error is not None else "interrupted")
+        current = self._end_turn(reply)
+        if current and error is not None and conversation is self.conversation:
+            prompt = self.query_one("#prompt", Input)
+            if not prompt.value:  # nothing typed since: give the message back to edit
+                prompt.value = self._sent_text
+            self.report(error)
+        self._update_idle_status()
