@@ -217,7 +217,7 @@ pub fn seed_inference(
         per_token.observe(counter() - used, block.len());
     }
     // Each output token costs the LM head; each but the last also a pass through the model.
-    let head_cost = 3 * (model.config.vocab_size * model.config.n_embd) as u64;
+    let head_cost = model.logits_instructions_estimate();
     let mut out = Vec::new();
     while out.len() < max_new as usize {
         if counter() + head_cost > MAX_BUDGET {
