@@ -16,7 +16,7 @@ from textual.reactive import reactive
 from textual.widgets import Input, Static
 
 from gpt2_chat.backends.base import BackendError
-from gpt2_chat.client.canister import GenerateReply, Gpt2Canister, PrefillReply, Sampling
+from gpt2_chat.client.canister import Gpt2Canister, Sampling
 from gpt2_chat.client.chat import ChatSettings, Conversation, TurnResult
 from gpt2_chat.client.tokenizer import Gpt2Tokenizer
 from gpt2_chat.settings import Settings
@@ -40,37 +40,6 @@ def chat_settings(settings: Settings) -> ChatSettings:
         tokens_per_call=settings.tokens_per_call,
         instruction_budget=settings.instruction_budget,
     )
-
-
-class MeteredCanister(Gpt2Canister):
-    """The canister client, telling `on_call` about every prefill/generate call so the
-    status line can count calls while a reply is still streaming."""
-
-    on_call: object = None
-
-    def _tell(self, kind: str, tokens: int, instructions: int) -> None:
-        hook = self.on_call
-        if callable(hook):
-            hook(kind, tokens, instructions)
-
-    def session_prefill(
-        self, session: int, position: int, tokens: list[int], budget: int | None = None
-    ) -> PrefillReply:
-        reply = super().session_prefill(session, position, tokens, budget)
-        self._tell("prefill", reply.consumed, reply.instructions)
-        return reply
-
-    def session_generate(
-        self,
-        session: int,
-        position: int,
-        max_tokens: int,
-        budget: int | None = None,
-        sampling: Sampling | None = None,
-    ) -> GenerateReply:
-        reply = super().session_generate(session, position, max_tokens, budget, sampling)
-        self._tell("generate", len(reply.tokens), reply.instructions)
-        return reply
 
 
 @dataclass
@@ -313,7 +282,7 @@ class ChatView(Pane):
         if self.conversation is None or self._conversation_connection is not connection:
             if self.tokenizer is None:  # a message typed faster than the files load
                 self.tokenizer = Gpt2Tokenizer()
-            canister = MeteredCanister(connection.backend)
+            canister = Gpt2Canister(connection.backend)
             self.conversation = Conversation(
                 canister, self.tokenizer, chat_settings(self.gpt2_app.settings)
             )
@@ -365,12 +334,12 @@ class ChatView(Pane):
     def _generate(
         self, conversation: Conversation, text: str, reply: ChatMessage, cancel: threading.Event
     ) -> None:
-        canister = conversation.canister
-        if isinstance(canister, MeteredCanister):
-            canister.on_call = lambda kind, n, instructions: self.later(self._call_done, kind, n)
         try:
             result = conversation.send(
-                text, lambda piece: self.later(self._piece, reply, piece), cancel
+                text,
+                lambda piece: self.later(self._piece, reply, piece),
+                cancel,
+                lambda call: self.later(self._call_done, call.kind, call.tokens),
             )
         except ConnectionClosed:
             self.later(self._turn_failed, conversation, reply, None)

@@ -90,10 +90,12 @@ class Conversation:
         user_text: str,
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        on_call: Callable[[CallStats], None] | None = None,
     ) -> TurnResult:
-        """Adds a user turn and streams the model's reply to `on_text`."""
+        """Adds a user turn and streams the model's reply to `on_text`; `on_call` hears of
+        every canister call as it returns (a progress display counts them)."""
         new_ids = self.tokenizer.encode(USER_PREFIX + user_text.strip() + MODEL_PREFIX)
-        return self._turn(new_ids, True, on_text, cancel)
+        return self._turn(new_ids, True, on_text, cancel, on_call)
 
     def complete(
         self,
@@ -102,7 +104,7 @@ class Conversation:
         cancel: threading.Event | None = None,
     ) -> TurnResult:
         """Plain continuation of `prompt` (no chat transcript, no stop strings)."""
-        return self._turn(self.tokenizer.encode(prompt), False, on_text, cancel)
+        return self._turn(self.tokenizer.encode(prompt), False, on_text, cancel, None)
 
     def _turn(
         self,
@@ -110,6 +112,7 @@ class Conversation:
         chat: bool,
         on_text: Callable[[str], None] | None,
         cancel: threading.Event | None,
+        on_call: Callable[[CallStats], None] | None,
     ) -> TurnResult:
         started = time.monotonic()
         session = self._ensure_session()
@@ -118,7 +121,7 @@ class Conversation:
             raise ValueError(
                 f"the prompt is {len(new_ids)} tokens; the model's context holds {self.n_ctx}"
             )
-        calls: list[CallStats] = []
+        calls = _CallLog(on_call)
         self._make_room(len(new_ids) + max_new)
         self.turn_starts.append(len(self.context))
         prompt = self.context + new_ids
@@ -140,7 +143,7 @@ class Conversation:
                 self.settings.instruction_budget,
                 self.settings.sampling,
             )
-            calls.append(CallStats("generate", len(reply.tokens), reply.instructions))
+            calls.add(CallStats("generate", len(reply.tokens), reply.instructions))
             generated += reply.tokens
             self.context += reply.tokens
             text += decoder.push(reply.tokens)
@@ -167,11 +170,11 @@ class Conversation:
             token_ids=generated,
             prompt_ids=new_ids,
             stop=stop,
-            calls=calls,
+            calls=calls.calls,
             seconds=time.monotonic() - started,
         )
 
-    def _prefill(self, session: int, prompt: list[int], calls: list[CallStats]) -> None:
+    def _prefill(self, session: int, prompt: list[int], calls: _CallLog) -> None:
         """Brings the session's context to `prompt` (which extends or replaces it)."""
         if prompt[: len(self.context)] != self.context or not self.context:
             if self.context:
@@ -182,7 +185,7 @@ class Conversation:
             reply = self.canister.session_prefill(
                 session, len(self.context), pending, self.settings.instruction_budget
             )
-            calls.append(CallStats("prefill", reply.consumed, reply.instructions))
+            calls.add(CallStats("prefill", reply.consumed, reply.instructions))
             self.context += pending[: reply.consumed]
             pending = pending[reply.consumed :]
 
@@ -202,7 +205,20 @@ class Conversation:
             self.canister.session_truncate(self.session, 0)
         self.context = []
         if kept:
-            self._prefill(self._ensure_session(), kept, [])
+            self._prefill(self._ensure_session(), kept, _CallLog(None))
+
+
+class _CallLog:
+    """The calls of one turn, each also reported to an optional listener."""
+
+    def __init__(self, listener: Callable[[CallStats], None] | None) -> None:
+        self.calls: list[CallStats] = []
+        self.listener = listener
+
+    def add(self, call: CallStats) -> None:
+        self.calls.append(call)
+        if self.listener is not None:
+            self.listener(call)
 
 
 def _held(text: str) -> int:
