@@ -129,7 +129,7 @@ def test_upload_kill_resume_chat_and_quit_in_a_real_terminal(
     terminal.keys("F2")
     terminal.wait_for("^o Browse")  # the footer shows the model tab's keys: the path has focus
     terminal.type(local_model.name)
-    terminal.wait_for("3,253,432 bytes (3.3 MB)")
+    terminal.wait_for(f"{local_model.stat().st_size:,} bytes")
     terminal.keys("Enter")
     screen = terminal.wait_for("MB/s")
     assert "ETA" in screen and "esc Pause" in screen

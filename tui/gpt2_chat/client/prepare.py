@@ -151,7 +151,10 @@ def prepare(
             f"{config_json}: tie_word_embeddings is false but {st.path} has no lm_head.weight"
         )
 
-    metadata = {**config.metadata(), "format": FORMAT, "source": source, "dtype": dtype}
+    # A local checkpoint is named by its file or folder name, not its path, so the same
+    # checkpoint prepares to the same bytes wherever it sits.
+    origin = source if _is_model_id(source) else Path(source).name
+    metadata = {**config.metadata(), "format": FORMAT, "source": origin, "dtype": dtype}
     size, digest = _write(output, st.path, tensors, metadata, progress, int8=dtype == "int8")
     return PreparedModel(path=output, size=size, sha256=digest, config=config, dtype=dtype)
 
