@@ -360,7 +360,7 @@ class ModelView(Pane):
         self._text("upload-text", "starting…")
         self._text("load-text", "")
         self.uploading = True
-        self._upload(connection, path, self._cancel)
+        self._upload(connection, path, self._cancel, self._known_sha256(path))
 
     def action_pause(self) -> None:
         if self.uploading and self._cancel is not None:
@@ -424,10 +424,19 @@ class ModelView(Pane):
         if p is not None:
             self._show_progress(p)
 
+    def _known_sha256(self, path: Path) -> str | None:
+        """The digest shown for `path`, if the file has not changed since it was hashed."""
+        facts, stat = self._facts, path.stat()
+        if facts and (facts.path, facts.size, facts.mtime) == (path, stat.st_size, stat.st_mtime):
+            return facts.sha256
+        return None
+
     @work(thread=True, exclusive=True, group="upload")
-    def _upload(self, connection: Connection, path: Path, cancel: threading.Event) -> None:
+    def _upload(
+        self, connection: Connection, path: Path, cancel: threading.Event, sha256: str | None
+    ) -> None:
         try:
-            result = upload_model(connection.canister, path, self._progress, cancel)
+            result = upload_model(connection.canister, path, self._progress, cancel, sha256=sha256)
         except UploadCancelled:
             discarded = False
             if self._discard:

@@ -72,11 +72,14 @@ def upload_model(
     cancel: threading.Event | None = None,
     in_flight: int = 3,
     load: bool = True,
+    sha256: str | None = None,
 ) -> UploadResult:
-    """Uploads `path` (resuming what the canister already has), verifies it, loads it."""
+    """Uploads `path` (resuming what the canister already has), verifies it, loads it.
+    `sha256` spares hashing the file again when the caller already has its digest (the
+    canister checks the upload against it either way)."""
     report = progress or (lambda _p: None)
     size = path.stat().st_size
-    sha = file_sha256(path, report)
+    sha = sha256 or file_sha256(path, report)
     state = canister.upload_state()
     already = state.complete and state.sha256 == sha
     if not already and (state.declared_sha256 != sha or state.declared_size != size):
