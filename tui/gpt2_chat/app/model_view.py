@@ -270,10 +270,9 @@ class ModelView(Pane):
         path = self._path()
         if path is None or not path.is_file():
             return
-        stat = path.stat()
-        facts = self._facts
-        if facts and (facts.path, facts.size, facts.mtime) == (path, stat.st_size, stat.st_mtime):
+        if self._current_facts(path) is not None:
             return
+        stat = path.stat()
         self._hash(FileFacts(path, stat.st_size, stat.st_mtime))
 
     @work(thread=True, exclusive=True, group="hash")
@@ -424,12 +423,16 @@ class ModelView(Pane):
         if p is not None:
             self._show_progress(p)
 
-    def _known_sha256(self, path: Path) -> str | None:
-        """The digest shown for `path`, if the file has not changed since it was hashed."""
+    def _current_facts(self, path: Path) -> FileFacts | None:
+        """What is known of `path`, if the file has not changed since."""
         facts, stat = self._facts, path.stat()
         if facts and (facts.path, facts.size, facts.mtime) == (path, stat.st_size, stat.st_mtime):
-            return facts.sha256
+            return facts
         return None
+
+    def _known_sha256(self, path: Path) -> str | None:
+        facts = self._current_facts(path)
+        return facts.sha256 if facts else None
 
     @work(thread=True, exclusive=True, group="upload")
     def _upload(
