@@ -22,9 +22,9 @@ from gpt2_chat.cli import build_parser
 from gpt2_chat.client.prepare import prepare
 
 TINY = Shape("tiny", n_layer=2, n_head=2, n_embd=128, vocab_size=2048, n_ctx=1024)
-#: Fits a heap limit of 24 MiB; BIG (int8 weights widened to 2 bytes: ~40 MB) does not.
+#: Fits a heap limit of 24 MiB; BIG (~39 MB of int8 weights) does not.
 SMALL = Shape("tiny-small", n_layer=2, n_head=2, n_embd=64, vocab_size=2048, n_ctx=256)
-BIG = Shape("tiny-big", n_layer=6, n_head=8, n_embd=512, vocab_size=2048, n_ctx=256)
+BIG = Shape("tiny-big", n_layer=12, n_head=8, n_embd=512, vocab_size=2048, n_ctx=256)
 # Per-call limits scaled down to the tiny model, under the IC's labels so the keys match.
 BUDGETS = (Budget("20b", 400_000_000, 340_000_000), Budget("40b", 800_000_000, 740_000_000))
 LABELS = ("20b", "40b")

@@ -198,7 +198,7 @@ pub fn seed_inference(
         .collect::<Result<Vec<u32>, String>>()?;
     model.check_tokens(0, &ids).map_err(|e| e.to_string())?;
     let k = BestKernels::default();
-    let mut cache = KvCache::new(&model.config);
+    let mut cache = KvCache::try_new(&model.config).map_err(|e| e.to_string())?;
     // The prompt in blocks, so that one too long for a single call ends in a clear error
     // instead of the IC's instruction-limit trap.
     let mut hidden = Vec::new();

@@ -100,6 +100,8 @@ impl Sessions {
                 "one session of this model needs {reserve} bytes of KV cache, over the {KV_LIMIT_BYTES}-byte limit"
             ));
         }
+        // Allocated first, so that a heap too small for it changes nothing.
+        let cache = KvCache::try_new(config).map_err(|e| e.to_string())?;
         if self.map.values().filter(|s| s.owner == owner).count() >= MAX_SESSIONS_PER_OWNER {
             self.evict_lru(|s| s.owner == owner);
         }
@@ -112,7 +114,7 @@ impl Sessions {
             id,
             owner,
             tokens: Vec::new(),
-            cache: KvCache::new(config),
+            cache,
             hidden: None,
             sampling,
             last_used_ns: now_ns,

@@ -2,6 +2,7 @@
 //! token only attends over stored state instead of recomputing the prefix.
 
 use crate::config::Config;
+use crate::error::{bad_input, EngineError};
 
 pub struct KvCache {
     n_embd: usize,
@@ -15,14 +16,26 @@ impl KvCache {
     /// copy the cache again and again (tens of millions of instructions at long contexts)
     /// and fragment the heap. Sessions already reserve a full context in their accounting.
     pub fn new(config: &Config) -> Self {
+        Self::try_new(config).expect("heap for the KV cache")
+    }
+
+    /// `new` that reports a heap too small for the cache as an error instead of aborting.
+    pub fn try_new(config: &Config) -> Result<Self, EngineError> {
         let room = config.n_ctx * config.n_embd;
-        KvCache {
-            n_embd: config.n_embd,
-            len: 0,
-            layers: (0..config.n_layer)
-                .map(|_| (Vec::with_capacity(room), Vec::with_capacity(room)))
-                .collect(),
-        }
+        let vector = || {
+            let mut v = Vec::new();
+            v.try_reserve_exact(room).map(|()| v)
+        };
+        let layers = (0..config.n_layer)
+            .map(|_| Ok((vector()?, vector()?)))
+            .collect::<Result<Vec<_>, std::collections::TryReserveError>>()
+            .map_err(|_| {
+                bad_input(format!(
+                    "not enough heap memory for a session: a context's keys and values need {} MB",
+                    (config.n_layer * 2 * room * 4).div_ceil(1_000_000)
+                ))
+            })?;
+        Ok(KvCache { n_embd: config.n_embd, len: 0, layers })
     }
 
     /// Tokens whose keys and values are stored.

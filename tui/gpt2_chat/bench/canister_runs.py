@@ -483,7 +483,11 @@ def check_shape(
             out["memory_bytes"] = bc.memory_bytes()
             say(f"{shape.name}: prefill 32 tokens, generate 8")
             prompt = prompt_tokens(32, shape.vocab_size)
-            sid = bc.session()
+            try:
+                sid = bc.session()
+            except (BackendError, CanisterError) as e:  # loaded, but no room for a session
+                out.update(fits=False, error=_short_error(str(e)))
+                return out
             kv = bc.info().kv_bytes_reserved
             pre = bc.prefill(sid, 0, prompt, 30_000_000_000)
             gen = bc.generate(sid, len(prompt), 8, 30_000_000_000)

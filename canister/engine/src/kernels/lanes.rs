@@ -8,8 +8,9 @@
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod imp {
     use core::arch::wasm32::{
-        f32x4_add, f32x4_extract_lane, f32x4_mul, f32x4_splat, i32x4_add, i32x4_dot_i16x8, v128,
-        v128_load, v128_store,
+        f32x4_add, f32x4_convert_i32x4, f32x4_div, f32x4_extract_lane, f32x4_mul, f32x4_pmax,
+        f32x4_pmin, f32x4_splat, i16x8_load_extend_i8x8, i32x4_add, i32x4_dot_i16x8, i32x4_shuffle,
+        v128, v128_load, v128_store,
     };
 
     #[derive(Clone, Copy)]
@@ -29,6 +30,18 @@ mod imp {
         #[inline(always)]
         pub fn mul(self, o: Self) -> Self {
             F32x4(f32x4_mul(self.0, o.0))
+        }
+
+        #[inline(always)]
+        pub fn div(self, o: Self) -> Self {
+            F32x4(f32x4_div(self.0, o.0))
+        }
+
+        /// Each lane limited to `lo..=hi` by compare-and-select (`pmax`/`pmin`: 1
+        /// instruction each, where `f32x4.min`/`max` cost 4).
+        #[inline(always)]
+        pub fn clamp(self, lo: Self, hi: Self) -> Self {
+            F32x4(f32x4_pmin(hi.0, f32x4_pmax(lo.0, self.0)))
         }
 
         /// # Safety
@@ -66,6 +79,15 @@ mod imp {
         pub unsafe fn load(p: *const i16) -> Self {
             I16x8(v128_load(p as *const v128))
         }
+
+        /// Eight int8 values widened to i16 by the load itself (`v128.load8x8_s`).
+        ///
+        /// # Safety
+        /// `p..p+8` must be readable i8s.
+        #[inline(always)]
+        pub unsafe fn load_i8(p: *const i8) -> Self {
+            I16x8(i16x8_load_extend_i8x8(p))
+        }
     }
 
     #[derive(Clone, Copy)]
@@ -96,6 +118,29 @@ mod imp {
         pub unsafe fn store(self, p: *mut i32) {
             v128_store(p as *mut v128, self.0)
         }
+
+        /// Lane r gets the sum of the four lanes of the r-th argument.
+        #[inline(always)]
+        pub fn sums(a: Self, b: Self, c: Self, d: Self) -> Self {
+            // Pairwise interleave-and-add twice: six shuffles and three adds for four sums.
+            let ab = i32x4_add(
+                i32x4_shuffle::<0, 4, 1, 5>(a.0, b.0),
+                i32x4_shuffle::<2, 6, 3, 7>(a.0, b.0),
+            );
+            let cd = i32x4_add(
+                i32x4_shuffle::<0, 4, 1, 5>(c.0, d.0),
+                i32x4_shuffle::<2, 6, 3, 7>(c.0, d.0),
+            );
+            I32x4(i32x4_add(
+                i32x4_shuffle::<0, 1, 4, 5>(ab, cd),
+                i32x4_shuffle::<2, 3, 6, 7>(ab, cd),
+            ))
+        }
+
+        #[inline(always)]
+        pub fn to_f32(self) -> F32x4 {
+            F32x4(f32x4_convert_i32x4(self.0))
+        }
     }
 }
 
@@ -120,6 +165,24 @@ mod imp {
             F32x4(core::array::from_fn(|i| self.0[i] * o.0[i]))
         }
 
+        #[inline(always)]
+        pub fn div(self, o: Self) -> Self {
+            F32x4(core::array::from_fn(|i| self.0[i] / o.0[i]))
+        }
+
+        #[inline(always)]
+        pub fn clamp(self, lo: Self, hi: Self) -> Self {
+            // pmax(lo, x) = lo < x ? x : lo; pmin(hi, y) = y < hi ? y : hi.
+            F32x4(core::array::from_fn(|i| {
+                let y = if lo.0[i] < self.0[i] { self.0[i] } else { lo.0[i] };
+                if y < hi.0[i] {
+                    y
+                } else {
+                    hi.0[i]
+                }
+            }))
+        }
+
         /// # Safety
         /// `p..p+4` must be readable f32s.
         #[inline(always)]
@@ -138,6 +201,11 @@ mod imp {
         pub fn to_array(self) -> [f32; 4] {
             self.0
         }
+
+        #[inline(always)]
+        pub fn from_array(v: [f32; 4]) -> Self {
+            F32x4(v)
+        }
     }
 
     #[derive(Clone, Copy)]
@@ -149,6 +217,13 @@ mod imp {
         #[inline(always)]
         pub unsafe fn load(p: *const i16) -> Self {
             I16x8(core::ptr::read_unaligned(p as *const [i16; 8]))
+        }
+
+        /// # Safety
+        /// `p..p+8` must be readable i8s.
+        #[inline(always)]
+        pub unsafe fn load_i8(p: *const i8) -> Self {
+            I16x8(core::ptr::read_unaligned(p as *const [i8; 8]).map(i16::from))
         }
     }
 
@@ -179,6 +254,20 @@ mod imp {
         #[inline(always)]
         pub unsafe fn store(self, p: *mut i32) {
             core::ptr::write_unaligned(p as *mut [i32; 4], self.0)
+        }
+
+        #[inline(always)]
+        pub fn sums(a: Self, b: Self, c: Self, d: Self) -> Self {
+            let s = |v: Self| {
+                let [w, x, y, z] = v.0;
+                w.wrapping_add(y).wrapping_add(x.wrapping_add(z))
+            };
+            I32x4([s(a), s(b), s(c), s(d)])
+        }
+
+        #[inline(always)]
+        pub fn to_f32(self) -> F32x4 {
+            F32x4::from_array(self.0.map(|v| v as f32))
         }
     }
 }

@@ -4,6 +4,7 @@
 //! four-lane vectors, shaped for the IC's instruction metering; it is what the canister
 //! runs. Native tests run both and compare them.
 
+mod gelu;
 mod lanes;
 pub mod packed;
 mod portable;
@@ -19,6 +20,8 @@ pub trait Kernels {
     /// The same with int8 weights: activations are quantized per token, multiplied and
     /// summed in integers, and scaled back.
     fn matmul_q(&self, w: &QuantMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]);
+    /// GPT-2's GELU (tanh approximation) applied in place.
+    fn gelu(&self, x: &mut [f32]);
     /// One attention head for one query: `out = softmax(scale · q·Kᵀ) · V` over the first
     /// `heads.positions` cached rows. `scores` is scratch space.
     fn attend(
@@ -137,7 +140,7 @@ mod tests {
     #[test]
     fn simd_int8_matmul_equals_portable_exactly() {
         for (rows, cols, tokens) in
-            [(16, 4, 1), (130, 9, 1), (200, 50, 3), (7, 3, 5), (300, 131, 9)]
+            [(16, 4, 1), (130, 9, 1), (200, 50, 3), (7, 3, 5), (300, 131, 9), (600, 21, 15)]
         {
             let q: Vec<i8> = noise(rows * cols, 7).iter().map(|v| (v * 127.0) as i8).collect();
             let scales: Vec<f32> = noise(cols, 8).iter().map(|v| 0.01 + v.abs() * 0.02).collect();
@@ -161,6 +164,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn simd_gelu_equals_portable_exactly() {
+        let x: Vec<f32> = noise(1031, 14).iter().map(|v| v * 9.0).collect();
+        let (mut a, mut b) = (x.clone(), x);
+        Portable.gelu(&mut a);
+        Simd128.gelu(&mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

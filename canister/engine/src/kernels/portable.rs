@@ -1,5 +1,6 @@
 //! Scalar reference kernels: the plain definitions, no layout tricks.
 
+use super::gelu::gelu;
 use super::quant::{dequantize, quantize_rows};
 use super::{matmul_tokens, softmax, HeadCache, Kernels, PackedMatrix, Portable, QuantMatrix};
 
@@ -31,6 +32,10 @@ impl Kernels for Portable {
                 y[t * cols + o] = dequantize(acc, w.scales()[o], xq.scales[t], b);
             }
         }
+    }
+
+    fn gelu(&self, x: &mut [f32]) {
+        x.iter_mut().for_each(|v| *v = gelu(*v));
     }
 
     fn attend(

@@ -1,24 +1,28 @@
 //! Int8 weight matrices (per-output-channel scales) and per-token activation quantization.
 //!
-//! The weights are int8 values stored widened to i16, because the cheapest multiply-add the
-//! IC meters is `i32x4.dot_i16x8_s`: eight multiply-adds for one instruction, on i16 lanes.
-//! Widening at load time doubles the memory of the int8 file (still half of f32) and saves
-//! two extend instructions per eight weights in every token's matmuls.
+//! The weights are stored as int8 and widened to i16 by the load itself
+//! (`v128.load8x8_s`, metered like any load), because the cheapest multiply-add the IC
+//! meters is `i32x4.dot_i16x8_s`: eight multiply-adds for one instruction, on i16 lanes.
 //!
 //! Activations are quantized per token to 12-bit integers (±2047): with weights in ±127 a
 //! dot-product lane stays far from i32 overflow even for GPT-2 xl's 6400-wide MLP
 //! (800 lanes × 2 × 127 × 2047 < 2³¹), and 12 bits keep the activation error negligible
 //! next to the weights' 8.
 //!
-//! Layout: inputs are cut into blocks of `Q_BLOCK` (16 chunks of 8) and outputs into groups
-//! of 4. Within a (block, group) tile, chunk k of output r is at `(k * 4 + r) * 8`, so the
-//! kernel walks one tile from one pointer with constant offsets.
+//! Layout: inputs are zero-padded to a multiple of `Q_SEGMENT` and cut into blocks of
+//! `Q_BLOCK` (the last block may be shorter); outputs are zero-padded to a multiple of
+//! `Q_GROUP`. A block stores each output's weights for the block's inputs contiguously, so
+//! a kernel walks one output after another from an advancing pointer, every load at a
+//! constant offset from it.
 
+/// Inputs per dot-product step.
 pub const Q_CHUNK: usize = 8;
-pub const Q_CHUNKS_PER_BLOCK: usize = 16;
-pub const Q_BLOCK: usize = Q_CHUNK * Q_CHUNKS_PER_BLOCK;
+/// Inputs are padded to a multiple of this; a block's length is one of its multiples.
+pub const Q_SEGMENT: usize = 64;
+/// Inputs per block: what a kernel holds in registers at once.
+pub const Q_BLOCK: usize = 256;
+/// Outputs are padded to a multiple of this.
 pub const Q_GROUP: usize = 4;
-pub const Q_TILE_LEN: usize = Q_BLOCK * Q_GROUP;
 /// Largest magnitude of a quantized activation.
 pub const X_MAX: f32 = 2047.0;
 
@@ -26,7 +30,7 @@ pub const X_MAX: f32 = 2047.0;
 pub struct QuantMatrix {
     rows: usize,
     cols: usize,
-    data: Vec<i16>,
+    data: Vec<i8>,
     scales: Vec<f32>,
 }
 
@@ -40,11 +44,11 @@ impl QuantMatrix {
     ) -> Self {
         assert_eq!(scales.len(), cols);
         let mut m = QuantMatrix { rows, cols, data: Vec::new(), scales };
-        m.data = vec![0; m.blocks() * m.groups() * Q_TILE_LEN];
+        m.data = vec![0; m.padded_rows() * m.padded_cols()];
         for i in 0..rows {
             for o in 0..cols {
                 let at = m.index(i, o);
-                m.data[at] = f(i, o) as i16;
+                m.data[at] = f(i, o);
             }
         }
         m
@@ -70,19 +74,20 @@ impl QuantMatrix {
         self.cols
     }
 
-    /// Input blocks, the last one zero-padded.
-    pub fn blocks(&self) -> usize {
-        self.rows.div_ceil(Q_BLOCK)
-    }
-
-    /// Output groups, the last one zero-padded.
-    pub fn groups(&self) -> usize {
-        self.cols.div_ceil(Q_GROUP)
-    }
-
     /// Input length with padding: what a quantized activation row holds.
     pub fn padded_rows(&self) -> usize {
-        self.blocks() * Q_BLOCK
+        self.rows.div_ceil(Q_SEGMENT) * Q_SEGMENT
+    }
+
+    /// Output count with padding: what a kernel computes.
+    pub fn padded_cols(&self) -> usize {
+        self.cols.div_ceil(Q_GROUP) * Q_GROUP
+    }
+
+    /// The input blocks as (first input, length); all but the last are `Q_BLOCK` long.
+    pub fn blocks(&self) -> impl Iterator<Item = (usize, usize)> {
+        let padded = self.padded_rows();
+        (0..padded).step_by(Q_BLOCK).map(move |first| (first, (padded - first).min(Q_BLOCK)))
     }
 
     pub fn scales(&self) -> &[f32] {
@@ -90,13 +95,13 @@ impl QuantMatrix {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.data.len() * 2 + self.scales.len() * 4
+        self.data.len() + self.scales.len() * 4
     }
 
     fn index(&self, i: usize, o: usize) -> usize {
-        let tile = (i / Q_BLOCK) * self.groups() + o / Q_GROUP;
-        let chunk = (i % Q_BLOCK) / Q_CHUNK;
-        tile * Q_TILE_LEN + (chunk * Q_GROUP + o % Q_GROUP) * Q_CHUNK + i % Q_CHUNK
+        let first = i / Q_BLOCK * Q_BLOCK;
+        let len = (self.padded_rows() - first).min(Q_BLOCK);
+        first * self.padded_cols() + o * len + (i - first)
     }
 
     /// The integer weight (input `i`, output `o`).
@@ -110,10 +115,11 @@ impl QuantMatrix {
         self.q(i, o) as f32 * self.scales[o]
     }
 
-    /// The tiles of input block `b`, one per output group.
-    pub fn block(&self, b: usize) -> &[i16] {
-        let len = self.groups() * Q_TILE_LEN;
-        &self.data[b * len..(b + 1) * len]
+    /// The block starting at input `first`: every padded output's weights for its inputs,
+    /// one output after another.
+    pub fn block(&self, first: usize) -> &[i8] {
+        let len = (self.padded_rows() - first).min(Q_BLOCK) * self.padded_cols();
+        &self.data[first * self.padded_cols()..][..len]
     }
 }
 
@@ -172,7 +178,8 @@ mod tests {
                 assert_eq!(t.q(o, i), q[i * cols + o] as i32);
             }
         }
-        assert_eq!((m.blocks(), m.groups(), m.padded_rows()), (3, 2, 384));
+        assert_eq!((m.padded_rows(), m.padded_cols()), (320, 8));
+        assert_eq!(m.blocks().collect::<Vec<_>>(), [(0, 256), (256, 64)]);
     }
 
     #[test]

@@ -6,14 +6,16 @@
 //! block's tiles: each tile (`TILE_ROWS` inputs × 4 outputs) is loaded once and applied to
 //! every token in the group, accumulating in a register chain. In decode (one token) the
 //! inner step is one load, one multiply and one add per four multiply-accumulates; in
-//! prefill the weight load is shared by the group. The int8 kernel has the same shape with
-//! `i32x4.dot_i16x8_s` (eight multiply-adds) as its step.
+//! prefill the weight load is shared by the group. The int8 kernels (`q_rows_*`) chain
+//! `i32x4.dot_i16x8_s` (eight multiply-adds) over up to 256 inputs per output, with up to
+//! eight prefill tokens sharing each output's weights.
 
+use super::gelu::{gelu, gelu_lanes};
 use super::lanes::{F32x4, I16x8, I32x4};
 use super::packed::{LANES, TILE_LEN, TILE_ROWS};
-use super::quant::{
-    dequantize, quantize_rows, QuantRows, Q_BLOCK, Q_CHUNK, Q_CHUNKS_PER_BLOCK, Q_GROUP, Q_TILE_LEN,
-};
+use super::quant::{dequantize, quantize_rows, QuantRows, Q_CHUNK, Q_GROUP};
+use std::cell::RefCell;
+
 use super::{
     matmul_tokens, softmax, HeadCache, Kernels, PackedMatrix, Portable, QuantMatrix, Simd128,
 };
@@ -52,29 +54,30 @@ impl Kernels for Simd128 {
         let cols = w.cols();
         let tokens = matmul_tokens(w.rows(), cols, bias, x, y);
         let xq = quantize_rows(x, w.rows(), w.padded_rows());
-        // Per token and output, four i32 lanes of partial sums; added up at the end.
-        let lanes = w.groups() * Q_GROUP * 4;
-        let mut partial = vec![0i32; tokens * lanes];
-        let mut t = 0;
-        while t < tokens {
-            let group = (tokens - t).min(TOKEN_GROUP);
-            let acc = &mut partial[t * lanes..];
-            for b in 0..w.blocks() {
-                match group {
-                    2 => q_block::<2>(w, b, &xq, t, acc),
-                    _ => q_block_one(w, b, &xq, t, acc),
+        PARTIAL.with_borrow_mut(|partial| {
+            let need = tokens.min(Q_TOKEN_GROUP) * w.padded_cols() * 4;
+            if partial.len() < need {
+                partial.resize(need, 0);
+            }
+            let mut t = 0;
+            while t < tokens {
+                let group = [8, 4, 2, 1].into_iter().find(|&g| g <= tokens - t).expect("1 fits");
+                for (first, len) in w.blocks() {
+                    q_block(w, first, len, &xq, t, group, partial);
                 }
+                q_finish(w, bias, &xq, t, group, partial, &mut y[t * cols..]);
+                t += group;
             }
-            t += group;
+        });
+    }
+
+    fn gelu(&self, x: &mut [f32]) {
+        let mut chunks = x.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            // SAFETY: each chunk holds exactly four f32s.
+            unsafe { gelu_lanes(F32x4::load(c.as_ptr())).store(c.as_mut_ptr()) };
         }
-        for t in 0..tokens {
-            for o in 0..cols {
-                let p = &partial[t * lanes + o * 4..t * lanes + o * 4 + 4];
-                let acc = p[0].wrapping_add(p[1]).wrapping_add(p[2]).wrapping_add(p[3]);
-                let b = bias.map_or(0.0, |b| b[o]);
-                y[t * cols + o] = dequantize(acc, w.scales()[o], xq.scales[t], b);
-            }
-        }
+        chunks.into_remainder().iter_mut().for_each(|v| *v = gelu(*v));
     }
 
     fn attend(
@@ -152,92 +155,188 @@ fn row_block<const G: usize>(w: &PackedMatrix, ib: usize, x: &[f32], y: &mut [f3
     }
 }
 
-/// Adds input block `b` of int8 matrix `w` to the partial sums of tokens `t..t+G`.
-///
-/// For each group of four outputs the tile's 64 weight vectors are read once; each token's
-/// sixteen activation chunks stay in registers, and every output's sum is one chain of
-/// `dot` and `add` — two instructions per eight multiply-adds.
-#[inline(always)]
-fn q_block<const G: usize>(
+/// Tokens that share one pass over an int8 matrix's weights in prefill.
+const Q_TOKEN_GROUP: usize = 8;
+
+thread_local! {
+    /// The int8 kernels' partial sums, kept between calls: a fresh zeroed buffer per
+    /// matmul would cost a `memory.fill` of its whole size every time.
+    static PARTIAL: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Adds the inputs `first..first+len` of `w` to the partial sums of tokens `t..t+group`
+/// (laid out `[padded output][token in group][4 lanes]`); the first block overwrites them.
+fn q_block(
     w: &QuantMatrix,
-    b: usize,
+    first: usize,
+    len: usize,
     xq: &QuantRows,
     t: usize,
+    group: usize,
     partial: &mut [i32],
 ) {
-    let lanes = w.groups() * Q_GROUP * 4;
-    let tiles = w.block(b);
-    assert!(partial.len() >= G * lanes && tiles.len() == w.groups() * Q_TILE_LEN);
-    assert!(xq.values.len() >= (t + G) * xq.stride && xq.stride >= (b + 1) * Q_BLOCK);
-    let xs: [[I16x8; Q_CHUNKS_PER_BLOCK]; G] = core::array::from_fn(|g| {
-        // SAFETY: row t+g holds `stride` values and block b ends within it (asserted).
-        core::array::from_fn(|k| unsafe {
-            I16x8::load(xq.values.as_ptr().add((t + g) * xq.stride + b * Q_BLOCK + k * Q_CHUNK))
-        })
-    });
-    for og in 0..w.groups() {
-        // SAFETY: tile og lies within `tiles`; its chunk (k, r) is 8 i16s at (k*4+r)*8.
-        // Outputs og*4..og*4+4 of each token row have their 4 lanes within `partial`.
-        unsafe {
-            let tile = tiles.as_ptr().add(og * Q_TILE_LEN);
-            let wv: [[I16x8; Q_GROUP]; Q_CHUNKS_PER_BLOCK] = core::array::from_fn(|k| {
-                core::array::from_fn(|r| I16x8::load(tile.add((k * Q_GROUP + r) * Q_CHUNK)))
+    let weights = w.block(first);
+    let outputs = w.padded_cols();
+    assert!(weights.len() == outputs * len && partial.len() >= outputs * group * 4);
+    assert!(xq.values.len() >= (t + group) * xq.stride && first + len <= xq.stride);
+    macro_rules! run {
+        ($c:literal, $g:literal, $f:ident) => {{
+            // SAFETY: row t+g holds `stride` values and inputs first..first+len lie within
+            // it (asserted); `len` is $c chunks.
+            let x: [[I16x8; $c]; $g] = core::array::from_fn(|g| {
+                core::array::from_fn(|k| unsafe {
+                    I16x8::load(xq.values.as_ptr().add((t + g) * xq.stride + first + k * Q_CHUNK))
+                })
             });
-            for (g, x) in xs.iter().enumerate() {
-                for r in 0..Q_GROUP {
-                    let out = partial.as_mut_ptr().add(g * lanes + (og * Q_GROUP + r) * 4);
-                    let mut acc = I32x4::load(out);
-                    for k in 0..Q_CHUNKS_PER_BLOCK {
-                        acc = acc.add(I32x4::dot(wv[k][r], x[k]));
-                    }
-                    acc.store(out);
+            // SAFETY: `weights` holds `outputs` rows of $c chunks and `partial` $g × 4 lanes
+            // per output (asserted).
+            unsafe {
+                if first == 0 {
+                    $f::<$c, true>(weights.as_ptr(), outputs, &x, partial.as_mut_ptr())
+                } else {
+                    $f::<$c, false>(weights.as_ptr(), outputs, &x, partial.as_mut_ptr())
                 }
             }
-        }
+        }};
+        ($c:literal) => {
+            match group {
+                8 => run!($c, 8, q_rows_8),
+                4 => run!($c, 4, q_rows_4),
+                2 => run!($c, 2, q_rows_2),
+                _ => run!($c, 1, q_rows_1),
+            }
+        };
+    }
+    match len / Q_CHUNK {
+        32 => run!(32),
+        24 => run!(24),
+        16 => run!(16),
+        _ => run!(8),
     }
 }
 
-/// `q_block` for a single token (decode): each weight vector is loaded straight into its
-/// chain — load, dot, add — instead of being kept for other tokens.
-#[inline(always)]
-fn q_block_one(w: &QuantMatrix, b: usize, xq: &QuantRows, t: usize, partial: &mut [i32]) {
-    let tiles = w.block(b);
-    assert!(partial.len() >= w.groups() * Q_GROUP * 4 && tiles.len() == w.groups() * Q_TILE_LEN);
-    assert!(xq.values.len() >= (t + 1) * xq.stride && xq.stride >= (b + 1) * Q_BLOCK);
-    // SAFETY: row t holds `stride` values and block b ends within it (asserted).
-    let x: [I16x8; Q_CHUNKS_PER_BLOCK] = core::array::from_fn(|k| unsafe {
-        I16x8::load(xq.values.as_ptr().add(t * xq.stride + b * Q_BLOCK + k * Q_CHUNK))
-    });
-    // SAFETY: `tiles` holds `groups` tiles and `partial` 4 lanes per output (asserted).
-    unsafe { q_tiles_one(tiles.as_ptr(), w.groups(), &x, partial.as_mut_ptr()) }
-}
-
-/// The decode inner loop, kept out of line and written with advancing pointers: that is
-/// the form in which LLVM folds each load's constant offset into the instruction (other
-/// forms cost two more instructions per eight multiply-adds).
+/// One token's chain for one output: `dot`+`add` over the block's `C` chunks.
 ///
 /// # Safety
-/// `tiles` must hold `groups` tiles and `partial` `groups * 16` i32s.
+/// `out` must be 4 writable i32s.
+#[inline(always)]
+unsafe fn q_chain<const C: usize, const FIRST: bool>(
+    w: &[I16x8; C],
+    x: &[I16x8; C],
+    out: *mut i32,
+) {
+    let mut acc = I32x4::dot(w[0], x[0]);
+    if !FIRST {
+        acc = acc.add(I32x4::load(out));
+    }
+    for k in 1..C {
+        acc = acc.add(I32x4::dot(w[k], x[k]));
+    }
+    acc.store(out);
+}
+
+/// The int8 inner loops, one per token-group size, kept out of line and written with
+/// advancing pointers (the form in which LLVM folds each load's constant offset into the
+/// instruction). With one token (decode) each weight vector is loaded straight into its
+/// chain: load, dot, add per eight multiply-adds. With more, each output's weights are
+/// loaded once into registers and shared by the group's chains. The tokens are listed,
+/// not looped over, so that their activations stay in registers (a loop the compiler does
+/// not unroll would index them in memory, two more instructions per eight multiply-adds).
+macro_rules! q_rows_group {
+    ($name:ident, $tokens:literal, [$($t:literal),*]) => {
+        /// # Safety
+        /// `weights` must hold `outputs` rows of `C` chunks and `partial`
+        #[doc = concat!("`outputs * ", $tokens, " * 4` i32s.")]
+        #[inline(never)]
+        unsafe fn $name<const C: usize, const FIRST: bool>(
+            weights: *const i8,
+            outputs: usize,
+            x: &[[I16x8; C]; $tokens],
+            partial: *mut i32,
+        ) {
+            let x = *x;
+            let (mut row, mut out) = (weights, partial);
+            for _ in 0..outputs {
+                let w: [I16x8; C] =
+                    core::array::from_fn(|k| I16x8::load_i8(row.add(k * Q_CHUNK)));
+                $(q_chain::<C, FIRST>(&w, &x[$t], out.add($t * 4));)*
+                row = row.add(C * Q_CHUNK);
+                out = out.add($tokens * 4);
+            }
+        }
+    };
+}
+
+/// `q_rows_group` for one token (decode), four outputs per step: the loop's own
+/// instructions are a tenth of a 256-input chain's, worth sharing.
+///
+/// # Safety
+/// `weights` must hold `outputs` (a multiple of 4) rows of `C` chunks and `partial`
+/// `outputs * 4` i32s.
 #[inline(never)]
-unsafe fn q_tiles_one(
-    tiles: *const i16,
-    groups: usize,
-    x: &[I16x8; Q_CHUNKS_PER_BLOCK],
+unsafe fn q_rows_1<const C: usize, const FIRST: bool>(
+    weights: *const i8,
+    outputs: usize,
+    x: &[[I16x8; C]; 1],
     partial: *mut i32,
 ) {
-    let x = *x;
-    let (mut tile, mut out) = (tiles, partial);
-    for _ in 0..groups {
-        for r in 0..Q_GROUP {
-            let row = tile.add(r * Q_CHUNK);
-            let mut acc = I32x4::load(out);
-            for (k, xk) in x.iter().enumerate() {
-                acc = acc.add(I32x4::dot(I16x8::load(row.add(k * Q_GROUP * Q_CHUNK)), *xk));
+    let x = x[0];
+    let chain = |row: *const i8, out: *mut i32| {
+        let w: [I16x8; C] = core::array::from_fn(|k| I16x8::load_i8(row.add(k * Q_CHUNK)));
+        q_chain::<C, FIRST>(&w, &x, out);
+    };
+    let (mut row, mut out) = (weights, partial);
+    for _ in 0..outputs / Q_GROUP {
+        chain(row, out);
+        chain(row.add(C * Q_CHUNK), out.add(4));
+        chain(row.add(2 * C * Q_CHUNK), out.add(8));
+        chain(row.add(3 * C * Q_CHUNK), out.add(12));
+        row = row.add(Q_GROUP * C * Q_CHUNK);
+        out = out.add(Q_GROUP * 4);
+    }
+}
+
+q_rows_group!(q_rows_2, 2, [0, 1]);
+q_rows_group!(q_rows_4, 4, [0, 1, 2, 3]);
+q_rows_group!(q_rows_8, 8, [0, 1, 2, 3, 4, 5, 6, 7]);
+
+/// Turns the group's partial sums into outputs: four outputs at a time, their lanes summed
+/// by shuffles and scaled in one vector (the same operations, in the same order, as
+/// `dequantize`).
+fn q_finish(
+    w: &QuantMatrix,
+    bias: Option<&[f32]>,
+    xq: &QuantRows,
+    t: usize,
+    group: usize,
+    partial: &[i32],
+    y: &mut [f32],
+) {
+    let cols = w.cols();
+    let full = cols / Q_GROUP * Q_GROUP;
+    let scales = w.scales();
+    assert!(y.len() >= group * cols && partial.len() >= w.padded_cols() * group * 4);
+    let lanes = |o: usize, g: usize| &partial[(o * group + g) * 4..][..4];
+    for g in 0..group {
+        let x_scale = xq.scales[t + g];
+        let xs = F32x4::splat(x_scale);
+        let y = &mut y[g * cols..(g + 1) * cols];
+        for o in (0..full).step_by(Q_GROUP) {
+            // SAFETY: outputs o..o+4 exist (o + 4 <= full <= cols), so their scales, biases
+            // and outputs are in bounds; `lanes` checks the partial sums.
+            unsafe {
+                let acc = |r: usize| I32x4::load(lanes(o + r, g).as_ptr());
+                let sums = I32x4::sums(acc(0), acc(1), acc(2), acc(3));
+                let scale = F32x4::load(scales.as_ptr().add(o)).mul(xs);
+                let b = bias.map_or(F32x4::splat(0.0), |b| F32x4::load(b.as_ptr().add(o)));
+                sums.to_f32().mul(scale).add(b).store(y.as_mut_ptr().add(o));
             }
-            acc.store(out);
-            out = out.add(4);
         }
-        tile = tile.add(Q_TILE_LEN);
+        for o in full..cols {
+            let p = lanes(o, g);
+            let acc = p[0].wrapping_add(p[2]).wrapping_add(p[1].wrapping_add(p[3]));
+            y[o] = dequantize(acc, scales[o], x_scale, bias.map_or(0.0, |b| b[o]));
+        }
     }
 }
 
