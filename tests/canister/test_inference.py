@@ -133,6 +133,21 @@ def test_generate_stops_at_the_budget_and_at_the_context_end(loaded: Gpt2Caniste
         if reply.stop != "MaxTokens":
             break
     assert reply.stop == "ContextFull" and position == 64
+    # The full context's prediction ends the reply, outside the context: asking again at
+    # the same position gives the same token, and the position does not move.
+    final = reply.tokens[-1]
+    again = loaded.session_generate(s.id, 64, 5)
+    assert (again.tokens, again.stop, again.position) == ([final], "ContextFull", 64)
+    assert len(loaded.session_info(s.id).tokens) == 64
+
+
+def test_a_prompt_that_fills_the_context_still_gets_its_next_token(
+    loaded: Gpt2Canister,
+) -> None:
+    s = loaded.session_create(Sampling())
+    assert loaded.session_prefill(s.id, 0, list(range(1, 65))).position == 64
+    reply = loaded.session_generate(s.id, 64, 10)
+    assert (len(reply.tokens), reply.stop, reply.position) == (1, "ContextFull", 64)
 
 
 def test_sessions_belong_to_their_principal(

@@ -57,9 +57,9 @@ class Settings:
         if not 1 <= self.tokens_per_call <= 1024:
             raise ValueError("tokens_per_call must be between 1 and 1024")
         if self.instruction_budget is not None and not (
-            10_000_000 <= self.instruction_budget <= 37_000_000_000
+            10_000_000 <= self.instruction_budget <= 39_000_000_000
         ):
-            raise ValueError("instruction_budget must be between 10M and 37B")
+            raise ValueError("instruction_budget must be between 10M and 39B")
 
     def with_env(self) -> Settings:
         """These settings overridden by GPT2_CHAT_NETWORK/CANISTER/IDENTITY/STATE_DIR."""

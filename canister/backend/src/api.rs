@@ -99,7 +99,7 @@ pub struct PrefillArgs {
     /// The session position this call expects (makes retries idempotent).
     pub position: u32,
     pub tokens: Vec<u32>,
-    /// Stop before this many instructions are used (default 30B, at most 37B; the first
+    /// Stop before this many instructions are used (default 30B, at most 39B; the first
     /// block of tokens is always processed, so each call advances).
     pub instruction_budget: Option<u64>,
 }
@@ -127,6 +127,8 @@ pub struct GenerateArgs {
 pub enum StopReason {
     MaxTokens,
     EndOfText,
+    /// The context holds `n_ctx` tokens; the reply's last token is the one the full context
+    /// predicts, which is not added to it.
     ContextFull,
     InstructionBudget,
 }

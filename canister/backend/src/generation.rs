@@ -12,7 +12,7 @@ use crate::sessions::{from_api, Session};
 /// Instructions per update call: the IC's limit is 40B; leave room for the reply and the
 /// error of our per-token estimate.
 pub const DEFAULT_BUDGET: u64 = 30_000_000_000;
-pub const MAX_BUDGET: u64 = 37_000_000_000;
+pub const MAX_BUDGET: u64 = 39_000_000_000;
 /// Prompt tokens pushed through the network together (the kernels share each weight load
 /// across the block's tokens); also the granularity of the budget check in prefill.
 const PREFILL_BLOCK: usize = 16;
@@ -148,9 +148,6 @@ pub fn generate(
         if new_tokens.len() >= args.max_tokens as usize {
             break StopReason::MaxTokens;
         }
-        if session.tokens.len() >= n_ctx {
-            break StopReason::ContextFull;
-        }
         let used = counter();
         if !new_tokens.is_empty() && used + per_token.value > budget {
             break StopReason::InstructionBudget;
@@ -159,6 +156,13 @@ pub fn generate(
         let token = sample(&sampling, &model.logits(&k, hidden), session.tokens.len() as u64);
         if token == END_OF_TEXT {
             break StopReason::EndOfText;
+        }
+        if session.tokens.len() >= n_ctx {
+            // A full context still predicts its next token; it has no position to be
+            // processed at, so it ends the reply without entering the context (a repeated
+            // call at this position returns it again).
+            new_tokens.push(token);
+            break StopReason::ContextFull;
         }
         let hidden = model.forward(&k, &mut session.cache, &[token]).map_err(|e| e.to_string())?;
         session.hidden = Some(hidden);
@@ -198,7 +202,8 @@ pub fn seed_inference(
         .collect::<Result<Vec<u32>, String>>()?;
     model.check_tokens(0, &ids).map_err(|e| e.to_string())?;
     let k = BestKernels::default();
-    let mut cache = KvCache::try_new(&model.config).map_err(|e| e.to_string())?;
+    let mut cache =
+        KvCache::try_new(&model.config, model.kv_layout()).map_err(|e| e.to_string())?;
     // The prompt in blocks, so that one too long for a single call ends in a clear error
     // instead of the IC's instruction-limit trap.
     let mut hidden = Vec::new();

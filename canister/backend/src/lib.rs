@@ -240,8 +240,9 @@ fn session_create(sampling: Sampling) -> Result<SessionInfo, String> {
     let caller = session_caller()?;
     let params = from_api(sampling)?;
     with_state(|s| {
-        let config = model(s)?.config.clone();
-        let session = s.sessions.create(caller, params, &config, ic_cdk::api::time())?;
+        let m = model(s)?;
+        let (config, layout) = (m.config.clone(), m.kv_layout());
+        let session = s.sessions.create(caller, params, &config, layout, ic_cdk::api::time())?;
         Ok(session.info(&config))
     })
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use candid::Principal;
-use gpt2_engine::{Config, KvCache, SamplingParams};
+use gpt2_engine::{Config, KvCache, KvLayout, SamplingParams};
 
 use crate::api::{Sampling, SessionInfo};
 
@@ -92,16 +92,17 @@ impl Sessions {
         owner: Principal,
         sampling: SamplingParams,
         config: &Config,
+        layout: KvLayout,
         now_ns: u64,
     ) -> Result<&Session, String> {
-        let reserve = (config.n_ctx * config.kv_bytes_per_token()) as u64;
+        let reserve = (config.n_ctx * layout.bytes_per_token(config)) as u64;
         if reserve > KV_LIMIT_BYTES {
             return Err(format!(
                 "one session of this model needs {reserve} bytes of KV cache, over the {KV_LIMIT_BYTES}-byte limit"
             ));
         }
         // Allocated first, so that a heap too small for it changes nothing.
-        let cache = KvCache::try_new(config).map_err(|e| e.to_string())?;
+        let cache = KvCache::try_new(config, layout).map_err(|e| e.to_string())?;
         if self.map.values().filter(|s| s.owner == owner).count() >= MAX_SESSIONS_PER_OWNER {
             self.evict_lru(|s| s.owner == owner);
         }
@@ -196,7 +197,10 @@ mod tests {
     #[test]
     fn sessions_are_private_to_their_owner() {
         let mut s = Sessions::default();
-        let id = s.create(principal(1), SamplingParams::GREEDY, &config(8), 0).unwrap().id;
+        let id = s
+            .create(principal(1), SamplingParams::GREEDY, &config(8), KvLayout::F32, 0)
+            .unwrap()
+            .id;
         assert!(s.get_mut(id, principal(1)).is_ok());
         assert!(s.get_mut(id, principal(2)).err().unwrap().contains("no session"));
         assert!(s.delete(id, principal(2)).is_err());
@@ -208,12 +212,19 @@ mod tests {
     #[test]
     fn owner_cap_evicts_that_owners_least_recently_used() {
         let mut s = Sessions::default();
-        let other = s.create(principal(9), SamplingParams::GREEDY, &config(8), 0).unwrap().id;
+        let other = s
+            .create(principal(9), SamplingParams::GREEDY, &config(8), KvLayout::F32, 0)
+            .unwrap()
+            .id;
         let ids: Vec<u64> = (0..MAX_SESSIONS_PER_OWNER as u64)
-            .map(|t| s.create(principal(1), SamplingParams::GREEDY, &config(8), 10 + t).unwrap().id)
+            .map(|t| {
+                s.create(principal(1), SamplingParams::GREEDY, &config(8), KvLayout::F32, 10 + t)
+                    .unwrap()
+                    .id
+            })
             .collect();
         s.get_mut(ids[0], principal(1)).unwrap().last_used_ns = 100;
-        s.create(principal(1), SamplingParams::GREEDY, &config(8), 200).unwrap();
+        s.create(principal(1), SamplingParams::GREEDY, &config(8), KvLayout::F32, 200).unwrap();
         assert!(s.get(ids[1], principal(1)).is_err(), "least recently used is evicted");
         assert!(s.get(ids[0], principal(1)).is_ok());
         assert!(s.get(other, principal(9)).is_ok(), "other owners are untouched");
@@ -222,16 +233,19 @@ mod tests {
     #[test]
     fn kv_limit_evicts_globally_and_refuses_oversized_sessions() {
         let mut s = Sessions::default();
-        let big = config((KV_LIMIT_BYTES / 3 / config(1).kv_bytes_per_token() as u64) as usize);
-        let first = s.create(principal(1), SamplingParams::GREEDY, &big, 0).unwrap().id;
-        s.create(principal(2), SamplingParams::GREEDY, &big, 1).unwrap();
-        s.create(principal(3), SamplingParams::GREEDY, &big, 2).unwrap();
-        s.create(principal(4), SamplingParams::GREEDY, &big, 3).unwrap();
+        let big = config(
+            (KV_LIMIT_BYTES / 3 / KvLayout::F32.bytes_per_token(&config(1)) as u64) as usize,
+        );
+        let first =
+            s.create(principal(1), SamplingParams::GREEDY, &big, KvLayout::F32, 0).unwrap().id;
+        s.create(principal(2), SamplingParams::GREEDY, &big, KvLayout::F32, 1).unwrap();
+        s.create(principal(3), SamplingParams::GREEDY, &big, KvLayout::F32, 2).unwrap();
+        s.create(principal(4), SamplingParams::GREEDY, &big, KvLayout::F32, 3).unwrap();
         assert!(s.get(first, principal(1)).is_err());
         assert!(s.reserved_bytes() <= KV_LIMIT_BYTES);
         let huge = config(KV_LIMIT_BYTES as usize);
         assert!(s
-            .create(principal(5), SamplingParams::GREEDY, &huge, 4)
+            .create(principal(5), SamplingParams::GREEDY, &huge, KvLayout::F32, 4)
             .err()
             .unwrap()
             .contains("limit"));

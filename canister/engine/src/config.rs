@@ -22,9 +22,4 @@ impl Config {
     pub fn head_size(&self) -> usize {
         self.n_embd / self.n_head
     }
-
-    /// Bytes of keys and values one cached token occupies (f32, all layers).
-    pub fn kv_bytes_per_token(&self) -> usize {
-        2 * self.n_layer * self.n_embd * std::mem::size_of::<f32>()
-    }
 }

@@ -18,7 +18,7 @@ pub mod sampling;
 pub use config::{Config, END_OF_TEXT};
 pub use error::EngineError;
 pub use kernels::{BestKernels, Kernels, Portable, Simd128};
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvLayout};
 pub use loader::{LoadPlan, LoadStep, ModelBuilder};
 pub use model::Model;
 pub use sampling::{sample, SamplingParams};

@@ -2,8 +2,8 @@
 
 use crate::config::Config;
 use crate::error::{bad_input, EngineError};
-use crate::kernels::{HeadCache, Kernels, PackedMatrix, QuantMatrix};
-use crate::kv_cache::KvCache;
+use crate::kernels::{HeadCache, Kernels, PackedMatrix, QuantHeadCache, QuantMatrix};
+use crate::kv_cache::{KvCache, KvLayout, Layer};
 use crate::safetensors::Dtype;
 
 pub struct LayerNorm {
@@ -152,7 +152,7 @@ impl Model {
             block.mlp_proj.weight.matmul(k, Some(&block.mlp_proj.bias), &fc, &mut proj);
             add_in_place(&mut x, &proj);
         }
-        cache.commit(n);
+        cache.commit();
 
         let mut out = vec![0.0f32; c];
         layer_norm(&x[(n - 1) * c..], &mut out, &self.ln_f, self.config.layer_norm_epsilon);
@@ -170,29 +170,45 @@ impl Model {
         qkv: &[f32],
         out: &mut [f32],
     ) {
-        let c = self.config.n_embd;
+        let (c, n_ctx) = (self.config.n_embd, self.config.n_ctx);
         let hs = self.config.head_size();
         let scale = 1.0 / (hs as f32).sqrt();
-        let (keys, values) = cache.layer(l);
         let mut scores = Vec::with_capacity(start + out.len() / c);
+        let mut weights = Vec::with_capacity(start + out.len() / c + 1);
         for (t, out_row) in out.chunks_exact_mut(c).enumerate() {
+            let positions = start + t + 1;
             for head in 0..self.config.n_head {
                 let cols = head * hs..(head + 1) * hs;
-                let heads = HeadCache {
-                    keys,
-                    values,
-                    stride: c,
-                    offset: cols.start,
-                    positions: start + t + 1,
-                };
-                k.attend(
-                    &qkv[t * 3 * c..][cols.clone()],
-                    &heads,
-                    scale,
-                    &mut scores,
-                    &mut out_row[cols],
-                );
+                let q = &qkv[t * 3 * c..][cols.clone()];
+                match cache.layer(l) {
+                    Layer::F32(keys, values) => {
+                        let heads =
+                            HeadCache { keys, values, stride: c, offset: cols.start, positions };
+                        k.attend(q, &heads, scale, &mut scores, &mut out_row[cols]);
+                    }
+                    Layer::Int16(layer) => {
+                        let heads = QuantHeadCache {
+                            keys: &layer.keys,
+                            key_scales: &layer.key_scales[head * n_ctx..],
+                            values: &layer.values,
+                            value_scales: &layer.value_scales[head * n_ctx..],
+                            stride: c,
+                            offset: cols.start,
+                            positions,
+                        };
+                        k.attend_q(q, &heads, scale, &mut scores, &mut weights, &mut out_row[cols]);
+                    }
+                }
             }
+        }
+    }
+
+    /// How a session's KV cache stores keys and values for this model: as 12-bit integers
+    /// when the weights are int8 (attention then runs on integer kernels too), else f32.
+    pub fn kv_layout(&self) -> KvLayout {
+        match self.wte {
+            Weight::Int8(_) => KvLayout::Int16,
+            Weight::F32(_) => KvLayout::F32,
         }
     }
 

@@ -209,7 +209,7 @@ def _method(report: dict[str, Any]) -> list[str]:
         "three such calls, taken in turns with the native runtime's 32 decode steps after the "
         "same prompt (the embedded runtime also copies the heap for rollback once per call).",
         f"- Tokens per call: the most tokens whose instructions fit in the budget ({budgets}; "
-        "the canister keeps 3B free for the reply and its estimates; the seed's ~263M prefill "
+        "the canister keeps 1B free for the reply and its estimates; the seed's ~263M prefill "
         "is its 20B limit over its 76 tokens). *Prompt tokens for 1 "
         "output*: `model_inference(1, prompt)`, the seed's one-call method. *With KV cache*: "
         "`session_prefill(prompt)` then `session_generate(n)`, their instructions summed. "

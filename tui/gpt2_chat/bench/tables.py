@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-#: Instructions the canister keeps free in a call (its MAX_BUDGET is 37B under the 40B limit).
-MARGIN = 3_000_000_000
+#: Instructions the canister keeps free in a call (its MAX_BUDGET is 39B under the 40B limit).
+MARGIN = 1_000_000_000
 KV_PROMPTS = (48, 24, 12)
 SHORT_PROMPT = 4
 

@@ -8,9 +8,10 @@
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod imp {
     use core::arch::wasm32::{
-        f32x4_add, f32x4_convert_i32x4, f32x4_div, f32x4_extract_lane, f32x4_mul, f32x4_pmax,
-        f32x4_pmin, f32x4_splat, i16x8_load_extend_i8x8, i32x4_add, i32x4_dot_i16x8, i32x4_shuffle,
-        v128, v128_load, v128_store,
+        f32x4_abs, f32x4_add, f32x4_convert_i32x4, f32x4_div, f32x4_extract_lane, f32x4_mul,
+        f32x4_pmax, f32x4_pmin, f32x4_splat, f32x4_sub, i16x8_load_extend_i8x8, i16x8_narrow_i32x4,
+        i32x4_add, i32x4_dot_i16x8, i32x4_shl, i32x4_shuffle, i32x4_splat, i32x4_sub, v128,
+        v128_load, v128_load32_splat, v128_store,
     };
 
     #[derive(Clone, Copy)]
@@ -142,6 +143,75 @@ mod imp {
             F32x4(f32x4_convert_i32x4(self.0))
         }
     }
+
+    impl F32x4 {
+        #[inline(always)]
+        pub fn sub(self, o: Self) -> Self {
+            F32x4(f32x4_sub(self.0, o.0))
+        }
+
+        #[inline(always)]
+        pub fn abs(self) -> Self {
+            F32x4(f32x4_abs(self.0))
+        }
+
+        /// `self < o ? o : self` per lane (`pmax`, 1 instruction).
+        #[inline(always)]
+        pub fn max(self, o: Self) -> Self {
+            F32x4(f32x4_pmax(self.0, o.0))
+        }
+
+        #[inline(always)]
+        pub fn to_bits(self) -> I32x4 {
+            I32x4(self.0)
+        }
+
+        #[inline(always)]
+        pub fn from_bits(v: I32x4) -> Self {
+            F32x4(v.0)
+        }
+    }
+
+    impl I16x8 {
+        /// Saturating narrowing: lanes 0..4 from `a`, 4..8 from `b`.
+        #[inline(always)]
+        pub fn narrow(a: I32x4, b: I32x4) -> Self {
+            I16x8(i16x8_narrow_i32x4(a.0, b.0))
+        }
+
+        /// The two i16 at `p` repeated four times (`v128.load32_splat`).
+        ///
+        /// # Safety
+        /// `p..p+2` must be readable i16s.
+        #[inline(always)]
+        pub unsafe fn load_pair_splat(p: *const i16) -> Self {
+            I16x8(v128_load32_splat(p as *const u32))
+        }
+
+        /// # Safety
+        /// `p..p+8` must be writable i16s.
+        #[inline(always)]
+        pub unsafe fn store(self, p: *mut i16) {
+            v128_store(p as *mut v128, self.0)
+        }
+    }
+
+    impl I32x4 {
+        #[inline(always)]
+        pub fn splat(x: i32) -> Self {
+            I32x4(i32x4_splat(x))
+        }
+
+        #[inline(always)]
+        pub fn sub(self, o: Self) -> Self {
+            I32x4(i32x4_sub(self.0, o.0))
+        }
+
+        #[inline(always)]
+        pub fn shl(self, n: u32) -> Self {
+            I32x4(i32x4_shl(self.0, n))
+        }
+    }
 }
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
@@ -268,6 +338,73 @@ mod imp {
         #[inline(always)]
         pub fn to_f32(self) -> F32x4 {
             F32x4::from_array(self.0.map(|v| v as f32))
+        }
+    }
+
+    impl F32x4 {
+        #[inline(always)]
+        pub fn sub(self, o: Self) -> Self {
+            F32x4(core::array::from_fn(|i| self.0[i] - o.0[i]))
+        }
+
+        #[inline(always)]
+        pub fn abs(self) -> Self {
+            F32x4(self.0.map(f32::abs))
+        }
+
+        #[inline(always)]
+        pub fn max(self, o: Self) -> Self {
+            F32x4(core::array::from_fn(|i| if self.0[i] < o.0[i] { o.0[i] } else { self.0[i] }))
+        }
+
+        #[inline(always)]
+        pub fn to_bits(self) -> I32x4 {
+            I32x4(self.0.map(|v| v.to_bits() as i32))
+        }
+
+        #[inline(always)]
+        pub fn from_bits(v: I32x4) -> Self {
+            F32x4(v.0.map(|b| f32::from_bits(b as u32)))
+        }
+    }
+
+    impl I16x8 {
+        #[inline(always)]
+        pub fn narrow(a: I32x4, b: I32x4) -> Self {
+            let n = |v: i32| v.clamp(i16::MIN as i32, i16::MAX as i32) as i16;
+            I16x8(core::array::from_fn(|i| if i < 4 { n(a.0[i]) } else { n(b.0[i - 4]) }))
+        }
+
+        /// # Safety
+        /// `p..p+2` must be readable i16s.
+        #[inline(always)]
+        pub unsafe fn load_pair_splat(p: *const i16) -> Self {
+            let [a, b] = core::ptr::read_unaligned(p as *const [i16; 2]);
+            I16x8([a, b, a, b, a, b, a, b])
+        }
+
+        /// # Safety
+        /// `p..p+8` must be writable i16s.
+        #[inline(always)]
+        pub unsafe fn store(self, p: *mut i16) {
+            core::ptr::write_unaligned(p as *mut [i16; 8], self.0)
+        }
+    }
+
+    impl I32x4 {
+        #[inline(always)]
+        pub fn splat(x: i32) -> Self {
+            I32x4([x; 4])
+        }
+
+        #[inline(always)]
+        pub fn sub(self, o: Self) -> Self {
+            I32x4(core::array::from_fn(|i| self.0[i].wrapping_sub(o.0[i])))
+        }
+
+        #[inline(always)]
+        pub fn shl(self, n: u32) -> Self {
+            I32x4(self.0.map(|v| v.wrapping_shl(n)))
         }
     }
 }

@@ -10,9 +10,11 @@ pub mod packed;
 mod portable;
 pub mod quant;
 mod simd;
+mod softmax;
 
 pub use packed::PackedMatrix;
 pub use quant::QuantMatrix;
+pub use softmax::softmax;
 
 pub trait Kernels {
     /// `y[t][o] = bias[o] + Σ_i x[t][i]·W[i][o]` for every token row `t` of `x`.
@@ -30,6 +32,19 @@ pub trait Kernels {
         heads: &HeadCache,
         scale: f32,
         scores: &mut Vec<f32>,
+        out: &mut [f32],
+    );
+    /// `attend` over a cache of 12-bit integer keys and values: q is quantized like an
+    /// activation, scores are integer dot products, and the softmax weights (times each
+    /// value's scale) are quantized too, so both products are `dot_i16x8` work.
+    /// `scores` and `weights` are scratch space.
+    fn attend_q(
+        &self,
+        q: &[f32],
+        heads: &QuantHeadCache,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        weights: &mut Vec<i16>,
         out: &mut [f32],
     );
 }
@@ -52,17 +67,43 @@ impl HeadCache<'_> {
     }
 }
 
-/// Numerically stable softmax in place.
-pub fn softmax(v: &mut [f32]) {
-    // Compare-and-select: `f32::max` costs 18 instructions under IC metering.
-    let max = v.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-    let mut sum = 0.0;
-    for x in v.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
+/// One head's keys and values in a KV cache of 12-bit integers (see `kv_cache`): keys as
+/// rows of `stride` values, values in position pairs (`[pair][stride][2]`), each with one
+/// scale per position for this head.
+pub struct QuantHeadCache<'a> {
+    pub keys: &'a [i16],
+    pub key_scales: &'a [f32],
+    pub values: &'a [i16],
+    pub value_scales: &'a [f32],
+    pub stride: usize,
+    pub offset: usize,
+    pub positions: usize,
+}
+
+impl QuantHeadCache<'_> {
+    fn check(&self, head_size: usize) {
+        let (p, s) = (self.positions, self.stride);
+        assert!(p > 0, "attention over no positions");
+        assert!(self.offset + head_size <= s, "head outside the row");
+        assert!(self.keys.len() >= (p - 1) * s + self.offset + head_size, "keys out of range");
+        assert!(self.values.len() >= p.div_ceil(2) * 2 * s, "values out of range");
+        assert!(self.key_scales.len() >= p && self.value_scales.len() >= p, "scales out of range");
     }
-    let inv = 1.0 / sum;
-    v.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Position pairs whose weighted values are summed in i32 before the sum moves to f32:
+/// 256 positions × 2047 × 2047 < 2³¹, whatever the weights.
+const FLUSH_PAIRS: usize = 128;
+
+/// The integer attention weights: each softmax probability times its value's scale,
+/// quantized (`weights` gets an even length, the padding zero); returns their scale.
+fn attention_weights(probs: &mut [f32], value_scales: &[f32], weights: &mut Vec<i16>) -> f32 {
+    for (p, s) in probs.iter_mut().zip(value_scales) {
+        *p *= s;
+    }
+    weights.clear();
+    weights.resize(probs.len().div_ceil(2) * 2, 0);
+    quant::quantize_into(probs, &mut weights[..probs.len()])
 }
 
 /// Scalar reference kernels.
@@ -162,6 +203,53 @@ mod tests {
                         assert!((y_ref[t * cols + o] - exact).abs() <= bound + 1e-6);
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_int_attention_equals_portable_exactly_and_approximates_f32() {
+        for (head_size, heads, positions) in [(64, 3, 1), (64, 2, 38), (64, 2, 301), (24, 3, 9)] {
+            let stride = head_size * heads;
+            let keys = noise(positions * stride, 21);
+            let values = noise(positions * stride, 22);
+            let q = noise(head_size, 23);
+            let config = crate::Config {
+                n_layer: 1,
+                n_head: heads,
+                n_embd: stride,
+                n_inner: 4 * stride,
+                vocab_size: 8,
+                n_ctx: positions,
+                layer_norm_epsilon: 1e-5,
+            };
+            let mut cache =
+                crate::kv_cache::KvCache::try_new(&config, crate::kv_cache::KvLayout::Int16)
+                    .unwrap();
+            for j in 0..positions {
+                let row = j * stride..(j + 1) * stride;
+                cache.push(0, &keys[row.clone()], &values[row]);
+            }
+            let crate::kv_cache::Layer::Int16(layer) = cache.layer(0) else { unreachable!() };
+            for h in 0..heads {
+                let offset = h * head_size;
+                let qc = QuantHeadCache {
+                    keys: &layer.keys,
+                    key_scales: &layer.key_scales[h * positions..],
+                    values: &layer.values,
+                    value_scales: &layer.value_scales[h * positions..],
+                    stride,
+                    offset,
+                    positions,
+                };
+                let (mut a, mut b, mut f) =
+                    (vec![0.0; head_size], vec![0.0; head_size], vec![0.0; head_size]);
+                Portable.attend_q(&q, &qc, 0.3, &mut Vec::new(), &mut Vec::new(), &mut a);
+                Simd128.attend_q(&q, &qc, 0.3, &mut Vec::new(), &mut Vec::new(), &mut b);
+                assert_eq!(a, b);
+                let fc = HeadCache { keys: &keys, values: &values, stride, offset, positions };
+                Portable.attend(&q, &fc, 0.3, &mut Vec::new(), &mut f);
+                assert_close(&a, &f, 2e-3);
             }
         }
     }

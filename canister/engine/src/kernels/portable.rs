@@ -1,8 +1,11 @@
 //! Scalar reference kernels: the plain definitions, no layout tricks.
 
 use super::gelu::gelu;
-use super::quant::{dequantize, quantize_rows};
-use super::{matmul_tokens, softmax, HeadCache, Kernels, PackedMatrix, Portable, QuantMatrix};
+use super::quant::{dequantize, quantize_into, quantize_rows};
+use super::{
+    attention_weights, matmul_tokens, softmax, HeadCache, Kernels, PackedMatrix, Portable,
+    QuantHeadCache, QuantMatrix, FLUSH_PAIRS,
+};
 
 impl Kernels for Portable {
     fn matmul(&self, w: &PackedMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
@@ -62,6 +65,46 @@ impl Kernels for Portable {
             for (o, v) in out.iter_mut().zip(row(heads.values, j)) {
                 *o += a * v;
             }
+        }
+    }
+
+    fn attend_q(
+        &self,
+        q: &[f32],
+        heads: &QuantHeadCache,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        weights: &mut Vec<i16>,
+        out: &mut [f32],
+    ) {
+        let hs = q.len();
+        heads.check(hs);
+        let (stride, offset) = (heads.stride, heads.offset);
+        let mut qq = vec![0i16; hs];
+        let q_scale = quantize_into(q, &mut qq);
+        scores.clear();
+        for j in 0..heads.positions {
+            let k = &heads.keys[j * stride + offset..][..hs];
+            let acc =
+                qq.iter().zip(k).fold(0i32, |a, (&x, &y)| a.wrapping_add(x as i32 * y as i32));
+            scores.push(acc as f32 * (q_scale * scale) * heads.key_scales[j]);
+        }
+        softmax(scores);
+        let w_scale = attention_weights(scores, heads.value_scales, weights);
+        let pairs = weights.len() / 2;
+        for (d, o) in out.iter_mut().enumerate() {
+            let mut total = 0.0f32;
+            for first in (0..pairs).step_by(FLUSH_PAIRS) {
+                let mut acc = 0i32;
+                for m in first..(first + FLUSH_PAIRS).min(pairs) {
+                    for slot in 0..2 {
+                        let v = heads.values[(m * stride + offset + d) * 2 + slot];
+                        acc = acc.wrapping_add(weights[2 * m + slot] as i32 * v as i32);
+                    }
+                }
+                total += acc as f32;
+            }
+            *o = total * w_scale;
         }
     }
 }

@@ -13,11 +13,12 @@
 use super::gelu::{gelu, gelu_lanes};
 use super::lanes::{F32x4, I16x8, I32x4};
 use super::packed::{LANES, TILE_LEN, TILE_ROWS};
-use super::quant::{dequantize, quantize_rows, QuantRows, Q_CHUNK, Q_GROUP};
+use super::quant::{dequantize, quantize_into, quantize_rows, QuantRows, Q_CHUNK, Q_GROUP};
 use std::cell::RefCell;
 
 use super::{
-    matmul_tokens, softmax, HeadCache, Kernels, PackedMatrix, Portable, QuantMatrix, Simd128,
+    attention_weights, matmul_tokens, softmax, HeadCache, Kernels, PackedMatrix, Portable,
+    QuantHeadCache, QuantMatrix, Simd128, FLUSH_PAIRS,
 };
 
 /// Tokens that share one pass over the weights in prefill. Measured: larger groups need
@@ -69,6 +70,54 @@ impl Kernels for Simd128 {
                 t += group;
             }
         });
+    }
+
+    fn attend_q(
+        &self,
+        q: &[f32],
+        heads: &QuantHeadCache,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        weights: &mut Vec<i16>,
+        out: &mut [f32],
+    ) {
+        heads.check(q.len());
+        assert_eq!(out.len(), q.len());
+        if q.len() != HEAD_64 {
+            // Other head sizes (test models) take the reference path.
+            return Portable.attend_q(q, heads, scale, scores, weights, out);
+        }
+        let mut qq = [0i16; HEAD_64];
+        let q_scale = quantize_into(q, &mut qq);
+        // SAFETY: `qq` holds 64 i16s.
+        let qv: [I16x8; HEAD_Q_CHUNKS] =
+            core::array::from_fn(|i| unsafe { I16x8::load(qq.as_ptr().add(i * Q_CHUNK)) });
+        scores.clear();
+        scores.resize(heads.positions, 0.0);
+        // SAFETY: `check` proved rows 0..positions of this head and their scales exist.
+        unsafe {
+            scores_q64(
+                &qv,
+                heads.keys.as_ptr().add(heads.offset),
+                heads.stride,
+                q_scale * scale,
+                heads.key_scales,
+                scores,
+            )
+        };
+        softmax(scores);
+        let w_scale = attention_weights(scores, heads.value_scales, weights);
+        // SAFETY: `check` proved the pairs of this head's columns exist; `weights` has two
+        // per pair; `out` holds 64 floats (asserted).
+        unsafe {
+            weighted_sum_q64(
+                weights,
+                heads.values.as_ptr().add(2 * heads.offset),
+                heads.stride,
+                out,
+            )
+        };
+        out.iter_mut().for_each(|o| *o *= w_scale);
     }
 
     fn gelu(&self, x: &mut [f32]) {
@@ -383,5 +432,87 @@ unsafe fn weighted_sum_64(weights: &[f32], values: *const f32, stride: usize, ou
     }
     for (i, a) in acc.iter().enumerate() {
         a.store(out.as_mut_ptr().add(i * LANES));
+    }
+}
+
+const HEAD_Q_CHUNKS: usize = HEAD_64 / Q_CHUNK;
+
+/// `scores[j] = (q·k_j) · scale · key_scale[j]` in integers: the key rows four at a time,
+/// each a chain of eight `dot`s against q in registers, their lanes summed together.
+///
+/// # Safety
+/// `keys` must point at `scores.len()` rows of at least 64 i16s, `stride` apart, and
+/// `key_scales` hold `scores.len()` scales.
+#[inline(never)]
+unsafe fn scores_q64(
+    q: &[I16x8; HEAD_Q_CHUNKS],
+    keys: *const i16,
+    stride: usize,
+    scale: f32,
+    key_scales: &[f32],
+    scores: &mut [f32],
+) {
+    let q = *q;
+    let chain = |row: *const i16| {
+        let mut acc = I32x4::dot(I16x8::load(row), q[0]);
+        for (i, qi) in q.iter().enumerate().skip(1) {
+            acc = acc.add(I32x4::dot(I16x8::load(row.add(i * Q_CHUNK)), *qi));
+        }
+        acc
+    };
+    let n = scores.len();
+    assert!(key_scales.len() >= n);
+    let quads = n / 4 * 4;
+    let s = F32x4::splat(scale);
+    let mut row = keys;
+    for j in (0..quads).step_by(4) {
+        let sums = I32x4::sums(
+            chain(row),
+            chain(row.add(stride)),
+            chain(row.add(2 * stride)),
+            chain(row.add(3 * stride)),
+        );
+        let ks = F32x4::load(key_scales.as_ptr().add(j));
+        sums.to_f32().mul(s).mul(ks).store(scores.as_mut_ptr().add(j));
+        row = row.add(4 * stride);
+    }
+    let zero = I32x4::splat(0);
+    for j in quads..n {
+        let sum = I32x4::sums(chain(row), zero, zero, zero).to_f32().to_array()[0];
+        scores[j] = sum * scale * key_scales[j];
+        row = row.add(stride);
+    }
+}
+
+/// `out = Σ_j weights[j] · v_j` in integers: each step weighs a pair of positions (their
+/// values interleaved) with one `dot` per four outputs, sixteen i32 sums held in registers
+/// and moved to f32 every `FLUSH_PAIRS` pairs.
+///
+/// # Safety
+/// `values` must point at `weights.len() / 2` pairs of 64 interleaved value pairs, each
+/// pair `2 * stride` i16s apart; `out` must hold 64 floats.
+#[inline(never)]
+unsafe fn weighted_sum_q64(weights: &[i16], values: *const i16, stride: usize, out: &mut [f32]) {
+    let pairs = weights.len() / 2;
+    let mut total = [F32x4::splat(0.0); HEAD_VECTORS];
+    let mut row = values;
+    let mut first = 0;
+    while first < pairs {
+        let end = (first + FLUSH_PAIRS).min(pairs);
+        let mut acc = [I32x4::splat(0); HEAD_VECTORS];
+        for m in first..end {
+            let w = I16x8::load_pair_splat(weights.as_ptr().add(2 * m));
+            for (g, a) in acc.iter_mut().enumerate() {
+                *a = a.add(I32x4::dot(I16x8::load(row.add(g * Q_CHUNK)), w));
+            }
+            row = row.add(2 * stride);
+        }
+        for (t, a) in total.iter_mut().zip(acc) {
+            *t = t.add(a.to_f32());
+        }
+        first = end;
+    }
+    for (g, t) in total.iter().enumerate() {
+        t.store(out.as_mut_ptr().add(g * LANES));
     }
 }
