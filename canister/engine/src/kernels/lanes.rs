@@ -10,8 +10,8 @@ mod imp {
     use core::arch::wasm32::{
         f32x4_abs, f32x4_add, f32x4_convert_i32x4, f32x4_div, f32x4_extract_lane, f32x4_mul,
         f32x4_pmax, f32x4_pmin, f32x4_splat, f32x4_sub, i16x8_load_extend_i8x8, i16x8_narrow_i32x4,
-        i32x4_add, i32x4_dot_i16x8, i32x4_shl, i32x4_shuffle, i32x4_splat, i32x4_sub, v128,
-        v128_load, v128_load32_splat, v128_store,
+        i16x8_splat, i32x4_add, i32x4_dot_i16x8, i32x4_shl, i32x4_shuffle, i32x4_splat, i32x4_sub,
+        v128, v128_load, v128_load32_splat, v128_store,
     };
 
     #[derive(Clone, Copy)]
@@ -173,6 +173,11 @@ mod imp {
     }
 
     impl I16x8 {
+        #[inline(always)]
+        pub fn splat(x: i16) -> Self {
+            I16x8(i16x8_splat(x))
+        }
+
         /// Saturating narrowing: lanes 0..4 from `a`, 4..8 from `b`.
         #[inline(always)]
         pub fn narrow(a: I32x4, b: I32x4) -> Self {
@@ -369,6 +374,11 @@ mod imp {
     }
 
     impl I16x8 {
+        #[inline(always)]
+        pub fn splat(x: i16) -> Self {
+            I16x8([x; 8])
+        }
+
         #[inline(always)]
         pub fn narrow(a: I32x4, b: I32x4) -> Self {
             let n = |v: i32| v.clamp(i16::MIN as i32, i16::MAX as i32) as i16;

@@ -180,9 +180,15 @@ mod tests {
 
     #[test]
     fn simd_int8_matmul_equals_portable_exactly() {
-        for (rows, cols, tokens) in
-            [(16, 4, 1), (130, 9, 1), (200, 50, 3), (7, 3, 5), (300, 131, 9), (600, 21, 15)]
-        {
+        for (rows, cols, tokens) in [
+            (16, 4, 1),
+            (130, 9, 1),
+            (200, 50, 3),
+            (7, 3, 5),
+            (300, 131, 9),
+            (600, 21, 15),
+            (1600, 9, 11),
+        ] {
             let q: Vec<i8> = noise(rows * cols, 7).iter().map(|v| (v * 127.0) as i8).collect();
             let scales: Vec<f32> = noise(cols, 8).iter().map(|v| 0.01 + v.abs() * 0.02).collect();
             let w = QuantMatrix::from_in_out(rows, cols, &q, scales);

@@ -11,9 +11,10 @@
 //!
 //! Layout: inputs are zero-padded to a multiple of `Q_SEGMENT` and cut into blocks of
 //! `Q_BLOCK` (the last block may be shorter); outputs are zero-padded to a multiple of
-//! `Q_GROUP`. A block stores each output's weights for the block's inputs contiguously, so
-//! a kernel walks one output after another from an advancing pointer, every load at a
-//! constant offset from it.
+//! `Q_GROUP` and taken four at a time. Within a block, a group of four outputs stores, for
+//! each pair of inputs (k, k+1), the eight weights `[o0k, o0k+1, o1k, o1k+1, … o3k+1]`: one
+//! `dot` of them with the activation pair `(x_k, x_k+1)` repeated four times gives the four
+//! outputs' partial sums in its four lanes, so no lanes need adding up at the end.
 
 use super::lanes::{F32x4, I16x8, I32x4};
 
@@ -103,7 +104,12 @@ impl QuantMatrix {
     fn index(&self, i: usize, o: usize) -> usize {
         let first = i / Q_BLOCK * Q_BLOCK;
         let len = (self.padded_rows() - first).min(Q_BLOCK);
-        first * self.padded_cols() + o * len + (i - first)
+        let k = i - first;
+        first * self.padded_cols()
+            + o / Q_GROUP * len * Q_GROUP
+            + k / 2 * 8
+            + o % Q_GROUP * 2
+            + k % 2
     }
 
     /// The integer weight (input `i`, output `o`).
@@ -117,8 +123,8 @@ impl QuantMatrix {
         self.q(i, o) as f32 * self.scales[o]
     }
 
-    /// The block starting at input `first`: every padded output's weights for its inputs,
-    /// one output after another.
+    /// The block starting at input `first`: each group of four outputs' weights for its
+    /// inputs, one group after another (`len * 4` bytes each).
     pub fn block(&self, first: usize) -> &[i8] {
         let len = (self.padded_rows() - first).min(Q_BLOCK) * self.padded_cols();
         &self.data[first * self.padded_cols()..][..len]

@@ -6,9 +6,9 @@
 //! block's tiles: each tile (`TILE_ROWS` inputs × 4 outputs) is loaded once and applied to
 //! every token in the group, accumulating in a register chain. In decode (one token) the
 //! inner step is one load, one multiply and one add per four multiply-accumulates; in
-//! prefill the weight load is shared by the group. The int8 kernels (`q_rows_*`) chain
-//! `i32x4.dot_i16x8_s` (eight multiply-adds) over up to 256 inputs per output, with up to
-//! eight prefill tokens sharing each output's weights.
+//! prefill the weight load is shared by the group. The int8 kernels (`q_groups_*`) chain
+//! `i32x4.dot_i16x8_s` (eight multiply-adds: four outputs × two inputs) over up to 256
+//! inputs, with up to eight prefill tokens sharing each group's weights.
 
 use super::gelu::{gelu, gelu_lanes};
 use super::lanes::{F32x4, I16x8, I32x4};
@@ -63,8 +63,13 @@ impl Kernels for Simd128 {
             let mut t = 0;
             while t < tokens {
                 let group = [8, 4, 2, 1].into_iter().find(|&g| g <= tokens - t).expect("1 fits");
+                let per_call = (X_REGISTERS / (group * SUB)).min(8) * SUB;
                 for (first, len) in w.blocks() {
-                    q_block(w, first, len, &xq, t, group, partial);
+                    for p0 in (0..len / 2).step_by(per_call) {
+                        let n = per_call.min(len / 2 - p0);
+                        let overwrite = first == 0 && p0 == 0;
+                        q_pairs(w, (first, len), (p0, n), &xq, t, group, overwrite, partial);
+                    }
                 }
                 q_finish(w, bias, &xq, t, group, partial, &mut y[t * cols..]);
                 t += group;
@@ -206,6 +211,10 @@ fn row_block<const G: usize>(w: &PackedMatrix, ib: usize, x: &[f32], y: &mut [f3
 
 /// Tokens that share one pass over an int8 matrix's weights in prefill.
 const Q_TOKEN_GROUP: usize = 8;
+/// Input pairs per sub-chain, the unit the int8 kernels are unrolled in.
+const SUB: usize = 16;
+/// Activation vectors a kernel call keeps in registers, at most.
+const X_REGISTERS: usize = 512;
 
 thread_local! {
     /// The int8 kernels' partial sums, kept between calls: a fresh zeroed buffer per
@@ -213,145 +222,185 @@ thread_local! {
     static PARTIAL: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Adds the inputs `first..first+len` of `w` to the partial sums of tokens `t..t+group`
-/// (laid out `[padded output][token in group][4 lanes]`); the first block overwrites them.
-fn q_block(
+/// Runs `f(0)`, `f(1)`, … `f(n - 1)` for a constant `n` ≤ 8, written out rather than
+/// looped so that `f`'s argument is a constant in each call (arrays indexed by it stay in
+/// registers).
+macro_rules! each_sub {
+    ($n:expr, $f:expr) => {{
+        let mut f = $f;
+        if 0 < $n {
+            f(0)
+        }
+        if 1 < $n {
+            f(1)
+        }
+        if 2 < $n {
+            f(2)
+        }
+        if 3 < $n {
+            f(3)
+        }
+        if 4 < $n {
+            f(4)
+        }
+        if 5 < $n {
+            f(5)
+        }
+        if 6 < $n {
+            f(6)
+        }
+        if 7 < $n {
+            f(7)
+        }
+    }};
+}
+
+/// Adds input pairs `p0..p0+n` of the block starting at input `first` (`len` inputs) to
+/// the partial sums of tokens `t..t+group` (laid out `[output group][token][4 outputs]`);
+/// with `overwrite` the sums start from zero instead.
+#[allow(clippy::too_many_arguments)]
+fn q_pairs(
     w: &QuantMatrix,
-    first: usize,
-    len: usize,
+    (first, len): (usize, usize),
+    (p0, n): (usize, usize),
     xq: &QuantRows,
     t: usize,
     group: usize,
+    overwrite: bool,
     partial: &mut [i32],
 ) {
-    let weights = w.block(first);
-    let outputs = w.padded_cols();
-    assert!(weights.len() == outputs * len && partial.len() >= outputs * group * 4);
+    let block = w.block(first);
+    let groups = w.padded_cols() / Q_GROUP;
+    let stride = len * Q_GROUP;
+    assert!(block.len() == groups * stride && p0 + n <= len / 2 && n % SUB == 0);
+    assert!(partial.len() >= groups * group * 4);
     assert!(xq.values.len() >= (t + group) * xq.stride && first + len <= xq.stride);
+    // SAFETY: pair p0 of the first group lies within the block (asserted).
+    let weights = unsafe { block.as_ptr().add(p0 * 8) };
     macro_rules! run {
-        ($c:literal, $g:literal, $f:ident) => {{
-            // SAFETY: row t+g holds `stride` values and inputs first..first+len lie within
-            // it (asserted); `len` is $c chunks.
-            let x: [[I16x8; $c]; $g] = core::array::from_fn(|g| {
-                core::array::from_fn(|k| unsafe {
-                    I16x8::load(xq.values.as_ptr().add((t + g) * xq.stride + first + k * Q_CHUNK))
+        ($g:literal, $s:literal, $f:ident) => {{
+            // SAFETY: row t+g holds `stride` values and the pairs lie within inputs
+            // first..first+len of it (asserted).
+            let x: [[[I16x8; SUB]; $s]; $g] = core::array::from_fn(|g| {
+                core::array::from_fn(|s| {
+                    core::array::from_fn(|k| unsafe {
+                        let at = (t + g) * xq.stride + first + 2 * (p0 + s * SUB + k);
+                        I16x8::load_pair_splat(xq.values.as_ptr().add(at))
+                    })
                 })
             });
-            // SAFETY: `weights` holds `outputs` rows of $c chunks and `partial` $g × 4 lanes
-            // per output (asserted).
+            // SAFETY: each of the `groups` groups, `stride` bytes apart, has pairs
+            // p0..p0+n; `partial` holds $g × 4 sums per group (asserted).
             unsafe {
-                if first == 0 {
-                    $f::<$c, true>(weights.as_ptr(), outputs, &x, partial.as_mut_ptr())
+                if overwrite {
+                    $f::<$s, true>(weights, stride, groups, &x, partial.as_mut_ptr())
                 } else {
-                    $f::<$c, false>(weights.as_ptr(), outputs, &x, partial.as_mut_ptr())
+                    $f::<$s, false>(weights, stride, groups, &x, partial.as_mut_ptr())
                 }
             }
         }};
-        ($c:literal) => {
-            match group {
-                8 => run!($c, 8, q_rows_8),
-                4 => run!($c, 4, q_rows_4),
-                2 => run!($c, 2, q_rows_2),
-                _ => run!($c, 1, q_rows_1),
+        ($g:literal, $f:ident) => {
+            match n / SUB {
+                8 => run!($g, 8, $f),
+                6 => run!($g, 6, $f),
+                4 => run!($g, 4, $f),
+                _ => run!($g, 2, $f),
             }
         };
     }
-    match len / Q_CHUNK {
-        32 => run!(32),
-        24 => run!(24),
-        16 => run!(16),
-        _ => run!(8),
+    match group {
+        8 => match n / SUB {
+            4 => run!(8, 4, q_groups_8),
+            _ => run!(8, 2, q_groups_8),
+        },
+        4 => run!(4, q_groups_4),
+        2 => run!(2, q_groups_2),
+        _ => run!(1, q_groups_1),
     }
 }
 
-/// One token's chain for one output: `dot`+`add` over the block's `C` chunks.
+/// One sub-chain with the weights loaded straight into it: load, dot, add per eight
+/// multiply-adds.
 ///
 /// # Safety
-/// `out` must be 4 writable i32s.
+/// `w` must point at `SUB` weight vectors of 8 bytes.
 #[inline(always)]
-unsafe fn q_chain<const C: usize, const FIRST: bool>(
-    w: &[I16x8; C],
-    x: &[I16x8; C],
-    out: *mut i32,
-) {
-    let mut acc = I32x4::dot(w[0], x[0]);
-    if !FIRST {
-        acc = acc.add(I32x4::load(out));
+unsafe fn sub_chain_loading(mut acc: I32x4, w: *const i8, x: &[I16x8; SUB]) -> I32x4 {
+    for (k, xk) in x.iter().enumerate() {
+        acc = acc.add(I32x4::dot(I16x8::load_i8(w.add(k * 8)), *xk));
     }
-    for k in 1..C {
-        acc = acc.add(I32x4::dot(w[k], x[k]));
-    }
-    acc.store(out);
+    acc
 }
 
-/// The int8 inner loops, one per token-group size, kept out of line and written with
-/// advancing pointers (the form in which LLVM folds each load's constant offset into the
-/// instruction). With one token (decode) each weight vector is loaded straight into its
-/// chain: load, dot, add per eight multiply-adds. With more, each output's weights are
-/// loaded once into registers and shared by the group's chains. The tokens are listed,
-/// not looped over, so that their activations stay in registers (a loop the compiler does
-/// not unroll would index them in memory, two more instructions per eight multiply-adds).
-macro_rules! q_rows_group {
+/// One sub-chain with weights and activations both in registers.
+#[inline(always)]
+fn sub_chain(mut acc: I32x4, w: &[I16x8; SUB], x: &[I16x8; SUB]) -> I32x4 {
+    for (wk, xk) in w.iter().zip(x) {
+        acc = acc.add(I32x4::dot(*wk, *xk));
+    }
+    acc
+}
+
+/// The int8 inner loops, one per token-group size: for each group of four outputs, one
+/// `dot`+`add` chain per token over `S` sub-chains of input pairs, its four lanes the four
+/// outputs. Kept out of line and written with advancing pointers (the form in which LLVM
+/// folds each load's constant offset into the instruction). With one token (decode) each
+/// weight vector is loaded straight into its chain; with more, a group's weights are loaded
+/// into registers once and shared by the tokens' chains. The tokens are listed, not looped
+/// over, so that their activations stay in registers (a loop the compiler does not unroll
+/// would index them in memory: two more instructions per eight multiply-adds).
+macro_rules! q_groups {
     ($name:ident, $tokens:literal, [$($t:literal),*]) => {
         /// # Safety
-        /// `weights` must hold `outputs` rows of `C` chunks and `partial`
-        #[doc = concat!("`outputs * ", $tokens, " * 4` i32s.")]
+        /// `weights` must point at `groups` groups' pairs, `stride` bytes apart, each with
+        /// `S * SUB` pairs of 8 bytes; `partial` must hold
+        #[doc = concat!("`groups * ", $tokens, " * 4` i32s.")]
         #[inline(never)]
-        unsafe fn $name<const C: usize, const FIRST: bool>(
+        unsafe fn $name<const S: usize, const FIRST: bool>(
             weights: *const i8,
-            outputs: usize,
-            x: &[[I16x8; C]; $tokens],
+            stride: usize,
+            groups: usize,
+            x: &[[[I16x8; SUB]; S]; $tokens],
             partial: *mut i32,
         ) {
             let x = *x;
-            let (mut row, mut out) = (weights, partial);
-            for _ in 0..outputs {
-                let w: [I16x8; C] =
-                    core::array::from_fn(|k| I16x8::load_i8(row.add(k * Q_CHUNK)));
-                $(q_chain::<C, FIRST>(&w, &x[$t], out.add($t * 4));)*
-                row = row.add(C * Q_CHUNK);
+            let start = |out: *mut i32| if FIRST { I32x4::splat(0) } else { I32x4::load(out) };
+            let (mut w, mut out) = (weights, partial);
+            for _ in 0..groups {
+                if $tokens == 1 {
+                    let mut acc = start(out);
+                    each_sub!(S, |s: usize| {
+                        acc = sub_chain_loading(acc, w.add(s * SUB * 8), &x[0][s])
+                    });
+                    acc.store(out);
+                } else {
+                    // Filled a sub-chain at a time, unrolled like the chains (a loop
+                    // here would keep the weights in memory).
+                    let mut wv = [[I16x8::splat(0); SUB]; S];
+                    each_sub!(S, |s: usize| {
+                        wv[s] = core::array::from_fn(|k| I16x8::load_i8(w.add((s * SUB + k) * 8)))
+                    });
+                    $({
+                        let o = out.add($t * 4);
+                        let mut acc = start(o);
+                        each_sub!(S, |s: usize| acc = sub_chain(acc, &wv[s], &x[$t][s]));
+                        acc.store(o);
+                    })*
+                }
+                w = w.add(stride);
                 out = out.add($tokens * 4);
             }
         }
     };
 }
 
-/// `q_rows_group` for one token (decode), four outputs per step: the loop's own
-/// instructions are a tenth of a 256-input chain's, worth sharing.
-///
-/// # Safety
-/// `weights` must hold `outputs` (a multiple of 4) rows of `C` chunks and `partial`
-/// `outputs * 4` i32s.
-#[inline(never)]
-unsafe fn q_rows_1<const C: usize, const FIRST: bool>(
-    weights: *const i8,
-    outputs: usize,
-    x: &[[I16x8; C]; 1],
-    partial: *mut i32,
-) {
-    let x = x[0];
-    let chain = |row: *const i8, out: *mut i32| {
-        let w: [I16x8; C] = core::array::from_fn(|k| I16x8::load_i8(row.add(k * Q_CHUNK)));
-        q_chain::<C, FIRST>(&w, &x, out);
-    };
-    let (mut row, mut out) = (weights, partial);
-    for _ in 0..outputs / Q_GROUP {
-        chain(row, out);
-        chain(row.add(C * Q_CHUNK), out.add(4));
-        chain(row.add(2 * C * Q_CHUNK), out.add(8));
-        chain(row.add(3 * C * Q_CHUNK), out.add(12));
-        row = row.add(Q_GROUP * C * Q_CHUNK);
-        out = out.add(Q_GROUP * 4);
-    }
-}
+q_groups!(q_groups_1, 1, [0]);
+q_groups!(q_groups_2, 2, [0, 1]);
+q_groups!(q_groups_4, 4, [0, 1, 2, 3]);
+q_groups!(q_groups_8, 8, [0, 1, 2, 3, 4, 5, 6, 7]);
 
-q_rows_group!(q_rows_2, 2, [0, 1]);
-q_rows_group!(q_rows_4, 4, [0, 1, 2, 3]);
-q_rows_group!(q_rows_8, 8, [0, 1, 2, 3, 4, 5, 6, 7]);
-
-/// Turns the group's partial sums into outputs: four outputs at a time, their lanes summed
-/// by shuffles and scaled in one vector (the same operations, in the same order, as
-/// `dequantize`).
+/// Turns the group's partial sums into outputs, four at a time: the integer sums scaled
+/// in one vector (the same operations, in the same order, as `dequantize`).
 fn q_finish(
     w: &QuantMatrix,
     bias: Option<&[f32]>,
@@ -365,25 +414,23 @@ fn q_finish(
     let full = cols / Q_GROUP * Q_GROUP;
     let scales = w.scales();
     assert!(y.len() >= group * cols && partial.len() >= w.padded_cols() * group * 4);
-    let lanes = |o: usize, g: usize| &partial[(o * group + g) * 4..][..4];
+    assert!(bias.is_none_or(|b| b.len() == cols));
     for g in 0..group {
         let x_scale = xq.scales[t + g];
         let xs = F32x4::splat(x_scale);
         let y = &mut y[g * cols..(g + 1) * cols];
         for o in (0..full).step_by(Q_GROUP) {
-            // SAFETY: outputs o..o+4 exist (o + 4 <= full <= cols), so their scales, biases
-            // and outputs are in bounds; `lanes` checks the partial sums.
+            // SAFETY: outputs o..o+4 exist (o + 4 <= full <= cols), and so do their sums
+            // (group o/4, token g), scales, biases and outputs (asserted).
             unsafe {
-                let acc = |r: usize| I32x4::load(lanes(o + r, g).as_ptr());
-                let sums = I32x4::sums(acc(0), acc(1), acc(2), acc(3));
+                let acc = I32x4::load(partial.as_ptr().add((o / Q_GROUP * group + g) * 4));
                 let scale = F32x4::load(scales.as_ptr().add(o)).mul(xs);
                 let b = bias.map_or(F32x4::splat(0.0), |b| F32x4::load(b.as_ptr().add(o)));
-                sums.to_f32().mul(scale).add(b).store(y.as_mut_ptr().add(o));
+                acc.to_f32().mul(scale).add(b).store(y.as_mut_ptr().add(o));
             }
         }
         for o in full..cols {
-            let p = lanes(o, g);
-            let acc = p[0].wrapping_add(p[2]).wrapping_add(p[1].wrapping_add(p[3]));
+            let acc = partial[(o / Q_GROUP * group + g) * 4 + o % Q_GROUP];
             y[o] = dequantize(acc, scales[o], x_scale, bias.map_or(0.0, |b| b[o]));
         }
     }
