@@ -2,7 +2,7 @@
 //! including each `local.get` and address computation, is charged).
 //!
 //! The f32 matrix kernel walks one row block (`TILE_ROWS` inputs) at a time. For each
-//! block it splats the input values of up to `TOKEN_GROUP` tokens once, then streams the
+//! block it splats the input values of up to eight tokens once, then streams the
 //! block's tiles: each tile (`TILE_ROWS` inputs × 4 outputs) is loaded once and applied to
 //! every token in the group, accumulating in a register chain. In decode (one token) the
 //! inner step is one load, one multiply and one add per four multiply-accumulates; in
@@ -21,11 +21,6 @@ use super::{
     QuantHeadCache, QuantMatrix, Simd128, FLUSH_PAIRS,
 };
 
-/// Tokens that share one pass over the weights in prefill. Measured: larger groups need
-/// more registers than the code generator keeps, and their spills cost more instructions
-/// than the shared loads save.
-const TOKEN_GROUP: usize = 2;
-
 impl Kernels for Simd128 {
     fn matmul(&self, w: &PackedMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
         let cols = w.cols();
@@ -39,12 +34,14 @@ impl Kernels for Simd128 {
         }
         let mut t = 0;
         while t < tokens {
-            let group = (tokens - t).min(TOKEN_GROUP);
+            let group = [8, 4, 2, 1].into_iter().find(|&g| g <= tokens - t).expect("1 fits");
             let (x, y) = (&x[t * w.rows()..], &mut y[t * cols..]);
             for ib in 0..w.row_blocks() {
                 match group {
-                    2 => row_block::<2>(w, ib, x, y),
-                    _ => row_block::<1>(w, ib, x, y),
+                    8 => row_block::<8>(w, ib, x, y, f32_tiles_8),
+                    4 => row_block::<4>(w, ib, x, y, f32_tiles_4),
+                    2 => row_block::<2>(w, ib, x, y, f32_tiles_2),
+                    _ => row_block::<1>(w, ib, x, y, f32_tiles_1),
                 }
             }
             t += group;
@@ -160,9 +157,19 @@ impl Kernels for Simd128 {
     }
 }
 
+/// The f32 inner loop for `G` tokens (see `f32_tiles`).
+type F32Tiles<const G: usize> =
+    unsafe fn(*const f32, usize, &[[F32x4; TILE_ROWS]; G], *mut f32, usize);
+
 /// Adds row block `ib`'s contribution to the first `G` token rows of `y`.
 #[inline(always)]
-fn row_block<const G: usize>(w: &PackedMatrix, ib: usize, x: &[f32], y: &mut [f32]) {
+fn row_block<const G: usize>(
+    w: &PackedMatrix,
+    ib: usize,
+    x: &[f32],
+    y: &mut [f32],
+    tiles_kernel: F32Tiles<G>,
+) {
     let (rows, cols) = (w.rows(), w.cols());
     let first = ib * TILE_ROWS;
     let k_len = (rows - first).min(TILE_ROWS);
@@ -176,22 +183,9 @@ fn row_block<const G: usize>(w: &PackedMatrix, ib: usize, x: &[f32], y: &mut [f3
     let tiles = w.row_block(ib);
     let full = cols / LANES;
     assert!(y.len() >= G * cols && tiles.len() >= w.col_blocks() * TILE_LEN);
-    for ob in 0..full {
-        // SAFETY: tile ob lies within `tiles` (col_blocks >= full), and each token row g
-        // has `cols` outputs, so lanes ob*4..ob*4+4 of row g are inside `y` (asserted).
-        unsafe {
-            let tile = tiles.as_ptr().add(ob * TILE_LEN);
-            let wv: [F32x4; TILE_ROWS] = core::array::from_fn(|k| F32x4::load(tile.add(k * LANES)));
-            for (g, splats) in xs.iter().enumerate() {
-                let out = y.as_mut_ptr().add(g * cols + ob * LANES);
-                let mut acc = F32x4::load(out);
-                for k in 0..TILE_ROWS {
-                    acc = acc.add(splats[k].mul(wv[k]));
-                }
-                acc.store(out);
-            }
-        }
-    }
+    // SAFETY: tiles 0..full lie within `tiles` (col_blocks >= full), and each token row
+    // g has `cols` outputs, so lanes ob*4..ob*4+4 of rows 0..G are inside `y` (asserted).
+    unsafe { tiles_kernel(tiles.as_ptr(), full, &xs, y.as_mut_ptr(), cols) };
     let tail = cols - full * LANES;
     if tail > 0 {
         let tile = &tiles[full * TILE_LEN..(full + 1) * TILE_LEN];
@@ -208,6 +202,48 @@ fn row_block<const G: usize>(w: &PackedMatrix, ib: usize, x: &[f32], y: &mut [f3
         }
     }
 }
+
+/// The f32 inner loops, one per token-group size: each tile (`TILE_ROWS` inputs × 4
+/// outputs) is loaded once and applied to every token of the group in a register chain
+/// (multiply, add per four multiply-adds), on top of the outputs so far. The tokens are
+/// listed, not looped over, so that their input splats stay in registers.
+macro_rules! f32_tiles {
+    ($name:ident, $tokens:literal, [$($t:literal),*]) => {
+        /// # Safety
+        /// `tiles` must hold `n_tiles` tiles, and `y` the group's rows of `cols` outputs,
+        /// `cols >= 4 * n_tiles`.
+        #[inline(never)]
+        unsafe fn $name(
+            tiles: *const f32,
+            n_tiles: usize,
+            xs: &[[F32x4; TILE_ROWS]; $tokens],
+            y: *mut f32,
+            cols: usize,
+        ) {
+            let xs = *xs;
+            let (mut tile, mut out) = (tiles, y);
+            for _ in 0..n_tiles {
+                let wv: [F32x4; TILE_ROWS] =
+                    core::array::from_fn(|k| F32x4::load(tile.add(k * LANES)));
+                $({
+                    let o = out.add($t * cols);
+                    let mut acc = F32x4::load(o);
+                    for k in 0..TILE_ROWS {
+                        acc = acc.add(xs[$t][k].mul(wv[k]));
+                    }
+                    acc.store(o);
+                })*
+                tile = tile.add(TILE_LEN);
+                out = out.add(LANES);
+            }
+        }
+    };
+}
+
+f32_tiles!(f32_tiles_1, 1, [0]);
+f32_tiles!(f32_tiles_2, 2, [0, 1]);
+f32_tiles!(f32_tiles_4, 4, [0, 1, 2, 3]);
+f32_tiles!(f32_tiles_8, 8, [0, 1, 2, 3, 4, 5, 6, 7]);
 
 /// Tokens that share one pass over an int8 matrix's weights in prefill.
 const Q_TOKEN_GROUP: usize = 8;
