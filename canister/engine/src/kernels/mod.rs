@@ -95,15 +95,15 @@ impl QuantHeadCache<'_> {
 /// 256 positions × 2047 × 2047 < 2³¹, whatever the weights.
 const FLUSH_PAIRS: usize = 128;
 
-/// The integer attention weights: each softmax probability times its value's scale,
-/// quantized (`weights` gets an even length, the padding zero); returns their scale.
-fn attention_weights(probs: &mut [f32], value_scales: &[f32], weights: &mut Vec<i16>) -> f32 {
-    for (p, s) in probs.iter_mut().zip(value_scales) {
-        *p *= s;
-    }
+/// The integer attention weights from the scores: each softmax probability times its
+/// value's scale, quantized (`weights` gets an even length, the padding zero); returns
+/// their scale. The softmax's division by the sum is folded into that scale.
+fn attention_weights(scores: &mut [f32], value_scales: &[f32], weights: &mut Vec<i16>) -> f32 {
+    let sum = softmax::exp_shifted(scores);
+    softmax::multiply(scores, value_scales);
     weights.clear();
-    weights.resize(probs.len().div_ceil(2) * 2, 0);
-    quant::quantize_into(probs, &mut weights[..probs.len()])
+    weights.resize(scores.len().div_ceil(2) * 2, 0);
+    quant::quantize_into(scores, &mut weights[..scores.len()]) / sum
 }
 
 /// Scalar reference kernels.
@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn simd_matmul_equals_portable_for_ragged_shapes() {
-        for (rows, cols, tokens) in [(16, 4, 1), (33, 9, 1), (64, 50, 3), (7, 3, 5), (48, 131, 15)] {
+        for (rows, cols, tokens) in [(16, 4, 1), (33, 9, 1), (64, 50, 3), (7, 3, 5), (48, 131, 15)]
+        {
             let w = PackedMatrix::from_in_out(rows, cols, &noise(rows * cols, 1));
             let x = noise(rows * tokens, 2);
             let bias = noise(cols, 3);

@@ -89,7 +89,6 @@ impl Kernels for Portable {
                 qq.iter().zip(k).fold(0i32, |a, (&x, &y)| a.wrapping_add(x as i32 * y as i32));
             scores.push(acc as f32 * (q_scale * scale) * heads.key_scales[j]);
         }
-        softmax(scores);
         let w_scale = attention_weights(scores, heads.value_scales, weights);
         let pairs = weights.len() / 2;
         for (d, o) in out.iter_mut().enumerate() {

@@ -107,7 +107,6 @@ impl Kernels for Simd128 {
                 scores,
             )
         };
-        softmax(scores);
         let w_scale = attention_weights(scores, heads.value_scales, weights);
         // SAFETY: `check` proved the pairs of this head's columns exist; `weights` has two
         // per pair; `out` holds 64 floats (asserted).

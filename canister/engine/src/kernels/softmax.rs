@@ -33,6 +33,13 @@ pub fn exp_lanes(x: F32x4) -> F32x4 {
 
 /// Numerically stable softmax in place.
 pub fn softmax(v: &mut [f32]) {
+    let inv = 1.0 / exp_shifted(v);
+    scale(v, inv);
+}
+
+/// Replaces each value by e^(value − max) and returns their sum: a softmax without the
+/// final division, for callers that can fold the division into a later scale.
+pub fn exp_shifted(v: &mut [f32]) -> f32 {
     let quads = v.len() / 4 * 4;
     let mut m = F32x4::splat(f32::NEG_INFINITY);
     for q in v[..quads].chunks_exact(4) {
@@ -67,13 +74,30 @@ pub fn softmax(v: &mut [f32]) {
             sum += e;
         }
     }
-    let inv = 1.0 / sum;
-    let scale = F32x4::splat(inv);
-    for q in v[..quads].chunks_exact_mut(4) {
+    sum
+}
+
+/// Multiplies each value by `by`, lane-wise where it can.
+pub fn scale(v: &mut [f32], by: f32) {
+    scale_by(v, |_| F32x4::splat(by), |_| by);
+}
+
+/// Multiplies `v` element-wise by `by` (at least as long).
+pub fn multiply(v: &mut [f32], by: &[f32]) {
+    assert!(by.len() >= v.len());
+    // SAFETY: quad i of `v` exists, so does quad i of the longer `by`.
+    scale_by(v, |i| unsafe { F32x4::load(by.as_ptr().add(i)) }, |i| by[i]);
+}
+
+fn scale_by(v: &mut [f32], lanes: impl Fn(usize) -> F32x4, one: impl Fn(usize) -> f32) {
+    let quads = v.len() / 4 * 4;
+    for (i, q) in v[..quads].chunks_exact_mut(4).enumerate() {
         // SAFETY: the chunk holds four f32s.
-        unsafe { F32x4::load(q.as_ptr()).mul(scale).store(q.as_mut_ptr()) };
+        unsafe { F32x4::load(q.as_ptr()).mul(lanes(4 * i)).store(q.as_mut_ptr()) };
     }
-    v[quads..].iter_mut().for_each(|x| *x *= inv);
+    for (i, x) in v.iter_mut().enumerate().skip(quads) {
+        *x *= one(i);
+    }
 }
 
 #[cfg(test)]
