@@ -82,8 +82,8 @@ impl Loading {
             let mut buf = vec![0u8; bytes as usize];
             upload.read_file(stable, step.tensor.start, &mut buf)?;
             self.builder.add(step, &buf).map_err(|e| e.to_string())?;
-            if bytes > 0 {
-                self.instructions_per_byte = ((counter() - before) / bytes).max(1) * 5 / 4;
+            if let Some(per_byte) = (counter() - before).checked_div(bytes) {
+                self.instructions_per_byte = per_byte.max(1) * 5 / 4;
             }
             self.loaded_bytes += bytes;
             self.next += 1;

@@ -3,12 +3,17 @@
 //!
 //! Two layouts: f32 (exact; what f32 models use), and 12-bit integers in i16 with one
 //! scale per (position, head) (what int8 models use: attention becomes `dot_i16x8` work,
-//! at half the memory). In the integer layout the values of two consecutive positions are
-//! interleaved (`[pair][n_embd][2]`), so that one dot product step weighs both positions.
+//! at half the memory). The integer layout is head-major, so a head's rows are a constant
+//! distance apart and the kernels address them with constant offsets; its values of two
+//! consecutive positions are interleaved (`[pair][head_size][2]`), so that one dot
+//! product step weighs both positions.
 
 use crate::config::Config;
 use crate::error::{bad_input, EngineError};
 use crate::kernels::quant::quantize_into;
+
+/// Largest head size the integer layout takes (GPT-2's is 64).
+pub const MAX_HEAD_SIZE: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvLayout {
@@ -27,23 +32,26 @@ impl KvLayout {
     }
 }
 
-/// One layer's keys and values in the integer layout.
-pub struct QuantLayer {
-    /// `[position][n_embd]`.
+/// One head's keys and values in the integer layout, for the positions so far.
+pub struct QuantHead {
+    /// `[position][head_size]`.
     pub keys: Vec<i16>,
-    /// `[head][n_ctx]`: a key's real value is its integer times this.
+    /// One per position: a key's real value is its integers times this.
     pub key_scales: Vec<f32>,
-    /// `[position pair][n_embd][2]`; the odd slot of a pair with one position is zero.
+    /// `[position pair][head_size][2]`, padded to a multiple of `VALUE_PAIR_BLOCK` pairs
+    /// (the kernel reads whole blocks; the padding's weights are zero).
     pub values: Vec<i16>,
-    /// `[head][n_ctx]`.
     pub value_scales: Vec<f32>,
 }
+
+/// The integer layout's values come in blocks of this many position pairs.
+pub const VALUE_PAIR_BLOCK: usize = 8;
 
 /// One layer's keys and values.
 pub enum Layer {
     /// Keys and values, each `[position][n_embd]`.
     F32(Vec<f32>, Vec<f32>),
-    Int16(QuantLayer),
+    Int16(Vec<QuantHead>),
 }
 
 pub struct KvCache {
@@ -67,17 +75,23 @@ impl KvCache {
     /// and fragment the heap. A heap too small for it is an error, not an abort.
     pub fn try_new(config: &Config, layout: KvLayout) -> Result<Self, EngineError> {
         let room = config.n_ctx * config.n_embd;
-        let scales = config.n_ctx * config.n_head;
+        let hs = config.head_size();
+        let head = || -> Result<QuantHead, std::collections::TryReserveError> {
+            let pairs = config.n_ctx.div_ceil(2 * VALUE_PAIR_BLOCK) * VALUE_PAIR_BLOCK;
+            Ok(QuantHead {
+                keys: reserve(config.n_ctx * hs)?,
+                key_scales: reserve(config.n_ctx)?,
+                values: reserve(pairs * 2 * hs)?,
+                value_scales: reserve(config.n_ctx)?,
+            })
+        };
         let layers = (0..config.n_layer)
             .map(|_| {
                 Ok(match layout {
                     KvLayout::F32 => Layer::F32(reserve(room)?, reserve(room)?),
-                    KvLayout::Int16 => Layer::Int16(QuantLayer {
-                        keys: reserve(room)?,
-                        key_scales: zeroed(scales)?,
-                        values: reserve(room + config.n_embd)?,
-                        value_scales: zeroed(scales)?,
-                    }),
+                    KvLayout::Int16 => {
+                        Layer::Int16((0..config.n_head).map(|_| head()).collect::<Result<_, _>>()?)
+                    }
                 })
             })
             .collect::<Result<Vec<_>, std::collections::TryReserveError>>()
@@ -112,10 +126,13 @@ impl KvCache {
             .iter()
             .map(|layer| match layer {
                 Layer::F32(k, v) => (k.capacity() + v.capacity()) * 4,
-                Layer::Int16(q) => {
-                    (q.keys.capacity() + q.values.capacity()) * 2
-                        + (q.key_scales.capacity() + q.value_scales.capacity()) * 4
-                }
+                Layer::Int16(heads) => heads
+                    .iter()
+                    .map(|q| {
+                        (q.keys.capacity() + q.values.capacity()) * 2
+                            + (q.key_scales.capacity() + q.value_scales.capacity()) * 4
+                    })
+                    .sum(),
             })
             .sum()
     }
@@ -125,31 +142,28 @@ impl KvCache {
         let position = self.len + self.pending[l];
         assert!(position < self.n_ctx, "KV cache full");
         self.pending[l] += 1;
-        let (c, hs) = (self.n_embd, self.n_embd / self.n_head);
+        let hs = self.n_embd / self.n_head;
         match &mut self.layers[l] {
             Layer::F32(k, v) => {
                 k.extend_from_slice(key);
                 v.extend_from_slice(value);
             }
-            Layer::Int16(q) => {
-                q.keys.resize((position + 1) * c, 0);
+            Layer::Int16(heads) => {
                 let slot = position % 2;
-                if slot == 0 {
-                    q.values.resize((position / 2 + 1) * 2 * c, 0);
-                }
-                let mut v = vec![0i16; c];
-                for h in 0..self.n_head {
+                for (h, q) in heads.iter_mut().enumerate() {
                     let cols = h * hs..(h + 1) * hs;
-                    let at = h * self.n_ctx + position;
-                    q.key_scales[at] = quantize_into(
-                        &key[cols.clone()],
-                        &mut q.keys[position * c..][cols.clone()],
-                    );
-                    q.value_scales[at] = quantize_into(&value[cols.clone()], &mut v[cols]);
-                }
-                let pair = &mut q.values[position / 2 * 2 * c..][..2 * c];
-                for (d, x) in v.into_iter().enumerate() {
-                    pair[2 * d + slot] = x;
+                    q.keys.resize((position + 1) * hs, 0);
+                    q.key_scales
+                        .push(quantize_into(&key[cols.clone()], &mut q.keys[position * hs..]));
+                    let mut v = [0i16; MAX_HEAD_SIZE];
+                    q.value_scales.push(quantize_into(&value[cols], &mut v[..hs]));
+                    if position.is_multiple_of(2 * VALUE_PAIR_BLOCK) {
+                        q.values.resize((position / 2 + VALUE_PAIR_BLOCK) * 2 * hs, 0);
+                    }
+                    let pair = &mut q.values[position / 2 * 2 * hs..][..2 * hs];
+                    for (d, x) in v[..hs].iter().enumerate() {
+                        pair[2 * d + slot] = *x;
+                    }
                 }
             }
         }
@@ -179,13 +193,14 @@ impl KvCache {
                         k.truncate(len * c);
                         v.truncate(len * c);
                     }
-                    Layer::Int16(q) => {
-                        q.keys.truncate(len * c);
-                        q.values.truncate(len.div_ceil(2) * 2 * c);
-                        if len % 2 == 1 {
-                            // The pair's second slot held a forgotten position.
-                            let pair = &mut q.values[len / 2 * 2 * c..];
-                            pair.iter_mut().skip(1).step_by(2).for_each(|x| *x = 0);
+                    Layer::Int16(heads) => {
+                        let hs = c / self.n_head;
+                        let pairs = len.div_ceil(2 * VALUE_PAIR_BLOCK) * VALUE_PAIR_BLOCK;
+                        for q in heads {
+                            q.keys.truncate(len * hs);
+                            q.key_scales.truncate(len);
+                            q.values.truncate(pairs * 2 * hs);
+                            q.value_scales.truncate(len);
                         }
                     }
                 }
@@ -200,8 +215,61 @@ fn reserve<T>(n: usize) -> Result<Vec<T>, std::collections::TryReserveError> {
     Ok(v)
 }
 
-fn zeroed<T: Clone + Default>(n: usize) -> Result<Vec<T>, std::collections::TryReserveError> {
-    let mut v = reserve(n)?;
-    v.resize(n, T::default());
-    Ok(v)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{Kernels, Portable, QuantHeadCache, Simd128};
+
+    fn config() -> Config {
+        Config {
+            n_layer: 1,
+            n_head: 2,
+            n_embd: 128,
+            n_inner: 512,
+            vocab_size: 8,
+            n_ctx: 64,
+            layer_norm_epsilon: 1e-5,
+        }
+    }
+
+    fn row(j: usize, salt: f32) -> Vec<f32> {
+        (0..128).map(|i| ((i * 7 + j * 13) as f32 * 0.37 + salt).sin()).collect()
+    }
+
+    fn attend_all(cache: &KvCache, positions: usize) -> Vec<f32> {
+        let Layer::Int16(heads) = cache.layer(0) else { unreachable!() };
+        let q = row(99, 0.5);
+        let mut out = Vec::new();
+        for (h, head) in heads.iter().enumerate() {
+            let view = QuantHeadCache::new(head, positions);
+            let (mut a, mut b) = (vec![0.0; 64], vec![0.0; 64]);
+            let q = &q[h * 64..(h + 1) * 64];
+            Portable.attend_q(q, &view, 0.125, &mut Vec::new(), &mut Vec::new(), &mut a);
+            Simd128.attend_q(q, &view, 0.125, &mut Vec::new(), &mut Vec::new(), &mut b);
+            assert_eq!(a, b);
+            out.extend(a);
+        }
+        out
+    }
+
+    #[test]
+    fn integer_layout_truncates_and_grows_back_to_the_same_state() {
+        let fill = |cache: &mut KvCache, from: usize, to: usize, salt: f32| {
+            for j in from..to {
+                cache.push(0, &row(j, salt), &row(j, salt + 1.0));
+                cache.commit();
+            }
+        };
+        for cut in [0, 1, 15, 16, 17, 30] {
+            let mut fresh = KvCache::try_new(&config(), KvLayout::Int16).unwrap();
+            fill(&mut fresh, 0, cut, 0.0);
+            fill(&mut fresh, cut, 40, 2.0);
+            let mut rewound = KvCache::try_new(&config(), KvLayout::Int16).unwrap();
+            fill(&mut rewound, 0, 35, 0.0);
+            rewound.truncate(cut);
+            assert_eq!(rewound.len(), cut);
+            fill(&mut rewound, cut, 40, 2.0);
+            assert_eq!(attend_all(&rewound, 40), attend_all(&fresh, 40), "cut at {cut}");
+        }
+    }
 }

@@ -170,7 +170,7 @@ impl Model {
         qkv: &[f32],
         out: &mut [f32],
     ) {
-        let (c, n_ctx) = (self.config.n_embd, self.config.n_ctx);
+        let c = self.config.n_embd;
         let hs = self.config.head_size();
         let scale = 1.0 / (hs as f32).sqrt();
         let mut scores = Vec::with_capacity(start + out.len() / c);
@@ -186,16 +186,8 @@ impl Model {
                             HeadCache { keys, values, stride: c, offset: cols.start, positions };
                         k.attend(q, &heads, scale, &mut scores, &mut out_row[cols]);
                     }
-                    Layer::Int16(layer) => {
-                        let heads = QuantHeadCache {
-                            keys: &layer.keys,
-                            key_scales: &layer.key_scales[head * n_ctx..],
-                            values: &layer.values,
-                            value_scales: &layer.value_scales[head * n_ctx..],
-                            stride: c,
-                            offset: cols.start,
-                            positions,
-                        };
+                    Layer::Int16(heads) => {
+                        let heads = QuantHeadCache::new(&heads[head], positions);
                         k.attend_q(q, &heads, scale, &mut scores, &mut weights, &mut out_row[cols]);
                     }
                 }

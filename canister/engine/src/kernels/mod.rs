@@ -14,6 +14,8 @@ mod softmax;
 
 pub use packed::PackedMatrix;
 pub use quant::QuantMatrix;
+
+use crate::kv_cache::{QuantHead, VALUE_PAIR_BLOCK};
 pub use softmax::softmax;
 
 pub trait Kernels {
@@ -67,26 +69,39 @@ impl HeadCache<'_> {
     }
 }
 
-/// One head's keys and values in a KV cache of 12-bit integers (see `kv_cache`): keys as
-/// rows of `stride` values, values in position pairs (`[pair][stride][2]`), each with one
-/// scale per position for this head.
+/// One head's keys and values in the integer KV layout (see `kv_cache::QuantHead`), over
+/// its first `positions` positions: keys as rows, values in position pairs
+/// (`[pair][head_size][2]`, whole blocks of `VALUE_PAIR_BLOCK` pairs), each with one scale
+/// per position.
 pub struct QuantHeadCache<'a> {
     pub keys: &'a [i16],
     pub key_scales: &'a [f32],
     pub values: &'a [i16],
     pub value_scales: &'a [f32],
-    pub stride: usize,
-    pub offset: usize,
     pub positions: usize,
 }
 
-impl QuantHeadCache<'_> {
+impl<'a> QuantHeadCache<'a> {
+    pub fn new(head: &'a QuantHead, positions: usize) -> Self {
+        QuantHeadCache {
+            keys: &head.keys,
+            key_scales: &head.key_scales,
+            values: &head.values,
+            value_scales: &head.value_scales,
+            positions,
+        }
+    }
+
+    /// Position pairs the kernels read: whole blocks.
+    fn pairs(&self) -> usize {
+        self.positions.div_ceil(2 * VALUE_PAIR_BLOCK) * VALUE_PAIR_BLOCK
+    }
+
     fn check(&self, head_size: usize) {
-        let (p, s) = (self.positions, self.stride);
+        let p = self.positions;
         assert!(p > 0, "attention over no positions");
-        assert!(self.offset + head_size <= s, "head outside the row");
-        assert!(self.keys.len() >= (p - 1) * s + self.offset + head_size, "keys out of range");
-        assert!(self.values.len() >= p.div_ceil(2) * 2 * s, "values out of range");
+        assert!(self.keys.len() >= p * head_size, "keys out of range");
+        assert!(self.values.len() >= self.pairs() * 2 * head_size, "values out of range");
         assert!(self.key_scales.len() >= p && self.value_scales.len() >= p, "scales out of range");
     }
 }
@@ -96,13 +111,19 @@ impl QuantHeadCache<'_> {
 const FLUSH_PAIRS: usize = 128;
 
 /// The integer attention weights from the scores: each softmax probability times its
-/// value's scale, quantized (`weights` gets an even length, the padding zero); returns
+/// value's scale, quantized (`weights` gets `2 * pairs` entries, the padding zero); returns
 /// their scale. The softmax's division by the sum is folded into that scale.
-fn attention_weights(scores: &mut [f32], value_scales: &[f32], weights: &mut Vec<i16>) -> f32 {
+fn attention_weights(
+    scores: &mut [f32],
+    value_scales: &[f32],
+    pairs: usize,
+    weights: &mut Vec<i16>,
+) -> f32 {
     let sum = softmax::exp_shifted(scores);
     softmax::multiply(scores, value_scales);
-    weights.clear();
-    weights.resize(scores.len().div_ceil(2) * 2, 0);
+    // Only the padding needs zeros; the rest is overwritten (a fill is metered per byte).
+    weights.resize(2 * pairs, 0);
+    weights[scores.len()..].fill(0);
     quant::quantize_into(scores, &mut weights[..scores.len()]) / sum
 }
 
@@ -238,17 +259,9 @@ mod tests {
                 cache.push(0, &keys[row.clone()], &values[row]);
             }
             let crate::kv_cache::Layer::Int16(layer) = cache.layer(0) else { unreachable!() };
-            for h in 0..heads {
+            for (h, head) in layer.iter().enumerate() {
                 let offset = h * head_size;
-                let qc = QuantHeadCache {
-                    keys: &layer.keys,
-                    key_scales: &layer.key_scales[h * positions..],
-                    values: &layer.values,
-                    value_scales: &layer.value_scales[h * positions..],
-                    stride,
-                    offset,
-                    positions,
-                };
+                let qc = QuantHeadCache::new(head, positions);
                 let (mut a, mut b, mut f) =
                     (vec![0.0; head_size], vec![0.0; head_size], vec![0.0; head_size]);
                 Portable.attend_q(&q, &qc, 0.3, &mut Vec::new(), &mut Vec::new(), &mut a);

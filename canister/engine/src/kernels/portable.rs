@@ -79,25 +79,24 @@ impl Kernels for Portable {
     ) {
         let hs = q.len();
         heads.check(hs);
-        let (stride, offset) = (heads.stride, heads.offset);
         let mut qq = vec![0i16; hs];
         let q_scale = quantize_into(q, &mut qq);
         scores.clear();
         for j in 0..heads.positions {
-            let k = &heads.keys[j * stride + offset..][..hs];
+            let k = &heads.keys[j * hs..][..hs];
             let acc =
                 qq.iter().zip(k).fold(0i32, |a, (&x, &y)| a.wrapping_add(x as i32 * y as i32));
             scores.push(acc as f32 * (q_scale * scale) * heads.key_scales[j]);
         }
-        let w_scale = attention_weights(scores, heads.value_scales, weights);
-        let pairs = weights.len() / 2;
+        let pairs = heads.pairs();
+        let w_scale = attention_weights(scores, heads.value_scales, pairs, weights);
         for (d, o) in out.iter_mut().enumerate() {
             let mut total = 0.0f32;
             for first in (0..pairs).step_by(FLUSH_PAIRS) {
                 let mut acc = 0i32;
                 for m in first..(first + FLUSH_PAIRS).min(pairs) {
                     for slot in 0..2 {
-                        let v = heads.values[(m * stride + offset + d) * 2 + slot];
+                        let v = heads.values[(m * hs + d) * 2 + slot];
                         acc = acc.wrapping_add(weights[2 * m + slot] as i32 * v as i32);
                     }
                 }

@@ -16,6 +16,8 @@ use super::packed::{LANES, TILE_LEN, TILE_ROWS};
 use super::quant::{dequantize, quantize_into, quantize_rows, QuantRows, Q_CHUNK, Q_GROUP};
 use std::cell::RefCell;
 
+use crate::kv_cache::VALUE_PAIR_BLOCK;
+
 use super::{
     attention_weights, matmul_tokens, softmax, HeadCache, Kernels, PackedMatrix, Portable,
     QuantHeadCache, QuantMatrix, Simd128, FLUSH_PAIRS,
@@ -94,30 +96,16 @@ impl Kernels for Simd128 {
         // SAFETY: `qq` holds 64 i16s.
         let qv: [I16x8; HEAD_Q_CHUNKS] =
             core::array::from_fn(|i| unsafe { I16x8::load(qq.as_ptr().add(i * Q_CHUNK)) });
-        scores.clear();
+        // Every score is written below: resizing without clearing zeroes only new room
+        // (a fill is metered per byte).
         scores.resize(heads.positions, 0.0);
-        // SAFETY: `check` proved rows 0..positions of this head and their scales exist.
-        unsafe {
-            scores_q64(
-                &qv,
-                heads.keys.as_ptr().add(heads.offset),
-                heads.stride,
-                q_scale * scale,
-                heads.key_scales,
-                scores,
-            )
-        };
-        let w_scale = attention_weights(scores, heads.value_scales, weights);
-        // SAFETY: `check` proved the pairs of this head's columns exist; `weights` has two
-        // per pair; `out` holds 64 floats (asserted).
-        unsafe {
-            weighted_sum_q64(
-                weights,
-                heads.values.as_ptr().add(2 * heads.offset),
-                heads.stride,
-                out,
-            )
-        };
+        // SAFETY: `check` proved rows 0..positions of 64 keys and their scales exist.
+        unsafe { scores_q64(&qv, heads.keys.as_ptr(), q_scale * scale, heads.key_scales, scores) };
+        let pairs = heads.pairs();
+        let w_scale = attention_weights(scores, heads.value_scales, pairs, weights);
+        // SAFETY: `check` proved `pairs` pairs of 64 values exist, `weights` has two per
+        // pair and `out` holds 64 floats (asserted).
+        unsafe { weighted_sum_q64(weights, heads.values.as_ptr(), out) };
         out.iter_mut().for_each(|o| *o *= w_scale);
     }
 
@@ -142,7 +130,6 @@ impl Kernels for Simd128 {
         assert_eq!(out.len(), q.len());
         if q.len() == HEAD_64 {
             let (k, v) = (&heads.keys[heads.offset..], &heads.values[heads.offset..]);
-            scores.clear();
             scores.resize(heads.positions, 0.0);
             // SAFETY: `check` proved rows 0..positions of this head lie in keys and values.
             unsafe { scores_64(q, k.as_ptr(), heads.stride, scale, scores) };
@@ -257,37 +244,19 @@ thread_local! {
     static PARTIAL: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f(0)`, `f(1)`, … `f(n - 1)` for a constant `n` ≤ 8, written out rather than
+/// Runs `f(0)`, `f(1)`, … `f(n - 1)` for a constant `n` ≤ 16, written out rather than
 /// looped so that `f`'s argument is a constant in each call (arrays indexed by it stay in
 /// registers).
-macro_rules! each_sub {
+macro_rules! unrolled {
     ($n:expr, $f:expr) => {{
         let mut f = $f;
-        if 0 < $n {
-            f(0)
-        }
-        if 1 < $n {
-            f(1)
-        }
-        if 2 < $n {
-            f(2)
-        }
-        if 3 < $n {
-            f(3)
-        }
-        if 4 < $n {
-            f(4)
-        }
-        if 5 < $n {
-            f(5)
-        }
-        if 6 < $n {
-            f(6)
-        }
-        if 7 < $n {
-            f(7)
-        }
+        unrolled!(@ $n, f, 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
     }};
+    (@ $n:expr, $f:ident, $($i:literal)*) => {
+        $(if $i < $n {
+            $f($i)
+        })*
+    };
 }
 
 /// Adds input pairs `p0..p0+n` of the block starting at input `first` (`len` inputs) to
@@ -404,7 +373,7 @@ macro_rules! q_groups {
             for _ in 0..groups {
                 if $tokens == 1 {
                     let mut acc = start(out);
-                    each_sub!(S, |s: usize| {
+                    unrolled!(S, |s: usize| {
                         acc = sub_chain_loading(acc, w.add(s * SUB * 8), &x[0][s])
                     });
                     acc.store(out);
@@ -412,13 +381,13 @@ macro_rules! q_groups {
                     // Filled a sub-chain at a time, unrolled like the chains (a loop
                     // here would keep the weights in memory).
                     let mut wv = [[I16x8::splat(0); SUB]; S];
-                    each_sub!(S, |s: usize| {
+                    unrolled!(S, |s: usize| {
                         wv[s] = core::array::from_fn(|k| I16x8::load_i8(w.add((s * SUB + k) * 8)))
                     });
                     $({
                         let o = out.add($t * 4);
                         let mut acc = start(o);
-                        each_sub!(S, |s: usize| acc = sub_chain(acc, &wv[s], &x[$t][s]));
+                        unrolled!(S, |s: usize| acc = sub_chain(acc, &wv[s], &x[$t][s]));
                         acc.store(o);
                     })*
                 }
@@ -523,13 +492,12 @@ const HEAD_Q_CHUNKS: usize = HEAD_64 / Q_CHUNK;
 /// each a chain of eight `dot`s against q in registers, their lanes summed together.
 ///
 /// # Safety
-/// `keys` must point at `scores.len()` rows of at least 64 i16s, `stride` apart, and
+/// `keys` must point at `scores.len()` rows of 64 i16s, one after another, and
 /// `key_scales` hold `scores.len()` scales.
 #[inline(never)]
 unsafe fn scores_q64(
     q: &[I16x8; HEAD_Q_CHUNKS],
     keys: *const i16,
-    stride: usize,
     scale: f32,
     key_scales: &[f32],
     scores: &mut [f32],
@@ -550,49 +518,59 @@ unsafe fn scores_q64(
     for j in (0..quads).step_by(4) {
         let sums = I32x4::sums(
             chain(row),
-            chain(row.add(stride)),
-            chain(row.add(2 * stride)),
-            chain(row.add(3 * stride)),
+            chain(row.add(HEAD_64)),
+            chain(row.add(2 * HEAD_64)),
+            chain(row.add(3 * HEAD_64)),
         );
         let ks = F32x4::load(key_scales.as_ptr().add(j));
         sums.to_f32().mul(s).mul(ks).store(scores.as_mut_ptr().add(j));
-        row = row.add(4 * stride);
+        row = row.add(4 * HEAD_64);
     }
     let zero = I32x4::splat(0);
     for j in quads..n {
         let sum = I32x4::sums(chain(row), zero, zero, zero).to_f32().to_array()[0];
         scores[j] = sum * scale * key_scales[j];
-        row = row.add(stride);
+        row = row.add(HEAD_64);
     }
 }
 
-/// `out = Σ_j weights[j] · v_j` in integers: each step weighs a pair of positions (their
-/// values interleaved) with one `dot` per four outputs, sixteen i32 sums held in registers
-/// and moved to f32 every `FLUSH_PAIRS` pairs.
+/// `out = Σ_j weights[j] · v_j` in integers, a block of `VALUE_PAIR_BLOCK` position pairs
+/// at a time: the block's weights (each pair's two repeated four times) in registers, then
+/// for each four outputs a chain of one `dot` per pair (its lanes the four outputs, each
+/// the sum over the pair's two positions) onto that output's i32 sum, also in a register.
+/// The sums move to f32 every `FLUSH_PAIRS` pairs.
 ///
 /// # Safety
-/// `values` must point at `weights.len() / 2` pairs of 64 interleaved value pairs, each
-/// pair `2 * stride` i16s apart; `out` must hold 64 floats.
+/// `values` must point at `weights.len() / 2` (a multiple of `VALUE_PAIR_BLOCK`) pairs of
+/// 64 interleaved values, one after another; `out` must hold 64 floats.
 #[inline(never)]
-unsafe fn weighted_sum_q64(weights: &[i16], values: *const i16, stride: usize, out: &mut [f32]) {
-    let pairs = weights.len() / 2;
+unsafe fn weighted_sum_q64(weights: &[i16], values: *const i16, out: &mut [f32]) {
+    const PAIR: usize = 2 * HEAD_64;
+    let blocks = weights.len() / 2 / VALUE_PAIR_BLOCK;
+    let flush_every = FLUSH_PAIRS / VALUE_PAIR_BLOCK;
     let mut total = [F32x4::splat(0.0); HEAD_VECTORS];
-    let mut row = values;
-    let mut first = 0;
-    while first < pairs {
-        let end = (first + FLUSH_PAIRS).min(pairs);
-        let mut acc = [I32x4::splat(0); HEAD_VECTORS];
-        for m in first..end {
-            let w = I16x8::load_pair_splat(weights.as_ptr().add(2 * m));
-            for (g, a) in acc.iter_mut().enumerate() {
-                *a = a.add(I32x4::dot(I16x8::load(row.add(g * Q_CHUNK)), w));
+    let mut acc = [I32x4::splat(0); HEAD_VECTORS];
+    let (mut v, mut w) = (values, weights.as_ptr());
+    for b in 0..blocks {
+        let ws: [I16x8; VALUE_PAIR_BLOCK] =
+            core::array::from_fn(|m| I16x8::load_pair_splat(w.add(2 * m)));
+        // One pointer per pair, so each load is that pointer plus a constant offset.
+        let rows: [*const i16; VALUE_PAIR_BLOCK] = core::array::from_fn(|m| v.add(m * PAIR));
+        unrolled!(HEAD_VECTORS, |g: usize| {
+            let mut a = acc[g];
+            for (row, wm) in rows.iter().zip(&ws) {
+                a = a.add(I32x4::dot(I16x8::load(row.add(g * Q_CHUNK)), *wm));
             }
-            row = row.add(2 * stride);
+            acc[g] = a;
+        });
+        if (b + 1) % flush_every == 0 || b + 1 == blocks {
+            for (t, a) in total.iter_mut().zip(&mut acc) {
+                *t = t.add(a.to_f32());
+                *a = I32x4::splat(0);
+            }
         }
-        for (t, a) in total.iter_mut().zip(acc) {
-            *t = t.add(a.to_f32());
-        }
-        first = end;
+        v = v.add(VALUE_PAIR_BLOCK * PAIR);
+        w = w.add(2 * VALUE_PAIR_BLOCK);
     }
     for (g, t) in total.iter().enumerate() {
         t.store(out.as_mut_ptr().add(g * LANES));
