@@ -2,13 +2,20 @@
 
 use crate::config::Config;
 use crate::error::{bad_input, EngineError};
-use crate::kernels::{HeadCache, Kernels, PackedMatrix, QuantHeadCache, QuantMatrix};
+use crate::kernels::{layer_norm, HeadCache, Kernels, PackedMatrix, QuantHeadCache, QuantMatrix};
 use crate::kv_cache::{KvCache, KvLayout, Layer};
 use crate::safetensors::Dtype;
 
 pub struct LayerNorm {
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
+}
+
+impl LayerNorm {
+    /// Normalises each row of `x` into `out`.
+    fn apply(&self, x: &[f32], out: &mut [f32], eps: f32) {
+        layer_norm(x, out, &self.weight, &self.bias, eps);
+    }
 }
 
 /// A weight matrix (inputs × outputs), stored as f32 or as int8 with per-output scales.
@@ -136,7 +143,7 @@ impl Model {
         let mut proj = vec![0.0f32; n * c];
         let mut fc = vec![0.0f32; n * self.config.n_inner];
         for (l, block) in self.blocks.iter().enumerate() {
-            layer_norm(&x, &mut h, &block.ln_1, self.config.layer_norm_epsilon);
+            block.ln_1.apply(&x, &mut h, self.config.layer_norm_epsilon);
             block.attn_qkv.weight.matmul(k, Some(&block.attn_qkv.bias), &h, &mut qkv);
             for t in 0..n {
                 let row = &qkv[t * 3 * c..(t + 1) * 3 * c];
@@ -146,7 +153,7 @@ impl Model {
             block.attn_proj.weight.matmul(k, Some(&block.attn_proj.bias), &att, &mut proj);
             add_in_place(&mut x, &proj);
 
-            layer_norm(&x, &mut h, &block.ln_2, self.config.layer_norm_epsilon);
+            block.ln_2.apply(&x, &mut h, self.config.layer_norm_epsilon);
             block.mlp_fc.weight.matmul(k, Some(&block.mlp_fc.bias), &h, &mut fc);
             k.gelu(&mut fc);
             block.mlp_proj.weight.matmul(k, Some(&block.mlp_proj.bias), &fc, &mut proj);
@@ -155,7 +162,7 @@ impl Model {
         cache.commit();
 
         let mut out = vec![0.0f32; c];
-        layer_norm(&x[(n - 1) * c..], &mut out, &self.ln_f, self.config.layer_norm_epsilon);
+        self.ln_f.apply(&x[(n - 1) * c..], &mut out, self.config.layer_norm_epsilon);
         Ok(out)
     }
 
@@ -239,19 +246,6 @@ impl Model {
             + blocks
             + ln(&self.ln_f)
             + self.lm_head.as_ref().map_or(0, Weight::heap_bytes)
-    }
-}
-
-/// Normalises each row of `x` (rows of `ln.weight.len()`) into `out`.
-fn layer_norm(x: &[f32], out: &mut [f32], ln: &LayerNorm, eps: f32) {
-    let c = ln.weight.len();
-    for (xr, or) in x.chunks_exact(c).zip(out.chunks_exact_mut(c)) {
-        let mean = xr.iter().sum::<f32>() / c as f32;
-        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        for i in 0..c {
-            or[i] = (xr[i] - mean) * inv * ln.weight[i] + ln.bias[i];
-        }
     }
 }
 

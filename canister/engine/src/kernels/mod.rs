@@ -6,12 +6,14 @@
 
 mod gelu;
 mod lanes;
+mod norm;
 pub mod packed;
 mod portable;
 pub mod quant;
 mod simd;
 mod softmax;
 
+pub use norm::layer_norm;
 pub use packed::PackedMatrix;
 pub use quant::QuantMatrix;
 
