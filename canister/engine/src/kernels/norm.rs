@@ -7,7 +7,7 @@ use super::lanes::F32x4;
 /// `(x − mean) / sqrt(var + eps) · weight + bias`.
 pub fn layer_norm(x: &[f32], out: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
     let c = weight.len();
-    assert!(bias.len() == c && out.len() == x.len() && x.len() % c == 0);
+    assert!(bias.len() == c && out.len() == x.len() && x.len().is_multiple_of(c));
     let quads = c / 4 * 4;
     // SAFETY: callers pass i < quads, so i + 4 <= c <= v.len().
     let lanes = |v: &[f32], i: usize| unsafe { F32x4::load(v.as_ptr().add(i)) };
