@@ -73,8 +73,9 @@ def test_numbers_are_consistent(bench: dict[str, Any]) -> None:
         assert r["decode_instructions_per_token"] > 0
         assert r["prefill_instructions_per_token"] > 0
         assert r["tokens_per_second"] > 0 and r["native_tokens_per_second"] > 0
+        # The ratio is rounded to 2 decimals (and the speeds it comes from to 2 too).
         assert r["ratio"] == pytest.approx(
-            r["native_tokens_per_second"] / r["tokens_per_second"], rel=0.01
+            r["native_tokens_per_second"] / r["tokens_per_second"], rel=0.01, abs=0.006
         )
         assert r["heap_bytes"] > r["weights_heap_bytes"] > 0
         for label in LABELS:
