@@ -281,25 +281,19 @@ fn q_pairs(
     assert!(xq.values.len() >= (t + group) * xq.stride && first + len <= xq.stride);
     // SAFETY: pair p0 of the first group lies within the block (asserted).
     let weights = unsafe { block.as_ptr().add(p0 * 8) };
+    // SAFETY: rows t..t+group hold `stride` values each (asserted); this is pair p0 of
+    // the block's inputs in row t.
+    let x = unsafe { xq.values.as_ptr().add(t * xq.stride + first + 2 * p0) };
     macro_rules! run {
         ($g:literal, $s:literal, $f:ident) => {{
-            // SAFETY: row t+g holds `stride` values and the pairs lie within inputs
-            // first..first+len of it (asserted).
-            let x: [[[I16x8; SUB]; $s]; $g] = core::array::from_fn(|g| {
-                core::array::from_fn(|s| {
-                    core::array::from_fn(|k| unsafe {
-                        let at = (t + g) * xq.stride + first + 2 * (p0 + s * SUB + k);
-                        I16x8::load_pair_splat(xq.values.as_ptr().add(at))
-                    })
-                })
-            });
             // SAFETY: each of the `groups` groups, `stride` bytes apart, has pairs
-            // p0..p0+n; `partial` holds $g × 4 sums per group (asserted).
+            // p0..p0+n, and so do the activation rows from `x`, `xq.stride` apart;
+            // `partial` holds $g × 4 sums per group (asserted).
             unsafe {
                 if overwrite {
-                    $f::<$s, true>(weights, stride, groups, &x, partial.as_mut_ptr())
+                    $f::<$s, true>(weights, stride, groups, x, xq.stride, partial.as_mut_ptr())
                 } else {
-                    $f::<$s, false>(weights, stride, groups, &x, partial.as_mut_ptr())
+                    $f::<$s, false>(weights, stride, groups, x, xq.stride, partial.as_mut_ptr())
                 }
             }
         }};
@@ -357,24 +351,35 @@ macro_rules! q_groups {
     ($name:ident, $tokens:literal, [$($t:literal),*]) => {
         /// # Safety
         /// `weights` must point at `groups` groups' pairs, `stride` bytes apart, each with
-        /// `S * SUB` pairs of 8 bytes; `partial` must hold
+        /// `S * SUB` pairs of 8 bytes; `x` at as many activation pairs in each of the
+        /// group's rows, `x_stride` values apart; `partial` must hold
         #[doc = concat!("`groups * ", $tokens, " * 4` i32s.")]
         #[inline(never)]
         unsafe fn $name<const S: usize, const FIRST: bool>(
             weights: *const i8,
             stride: usize,
             groups: usize,
-            x: &[[[I16x8; SUB]; S]; $tokens],
+            x: *const i16,
+            x_stride: usize,
             partial: *mut i32,
         ) {
-            let x = *x;
+            // The activation pairs, each repeated four times, straight into registers.
+            let mut xs = [[[I16x8::splat(0); SUB]; S]; $tokens];
+            $({
+                let row = x.add($t * x_stride);
+                unrolled!(S, |s: usize| {
+                    xs[$t][s] = core::array::from_fn(|k| {
+                        I16x8::load_pair_splat(row.add(2 * (s * SUB + k)))
+                    })
+                });
+            })*
             let start = |out: *mut i32| if FIRST { I32x4::splat(0) } else { I32x4::load(out) };
             let (mut w, mut out) = (weights, partial);
             for _ in 0..groups {
                 if $tokens == 1 {
                     let mut acc = start(out);
                     unrolled!(S, |s: usize| {
-                        acc = sub_chain_loading(acc, w.add(s * SUB * 8), &x[0][s])
+                        acc = sub_chain_loading(acc, w.add(s * SUB * 8), &xs[0][s])
                     });
                     acc.store(out);
                 } else {
@@ -387,7 +392,7 @@ macro_rules! q_groups {
                     $({
                         let o = out.add($t * 4);
                         let mut acc = start(o);
-                        unrolled!(S, |s: usize| acc = sub_chain(acc, &wv[s], &x[$t][s]));
+                        unrolled!(S, |s: usize| acc = sub_chain(acc, &wv[s], &xs[$t][s]));
                         acc.store(o);
                     })*
                 }
