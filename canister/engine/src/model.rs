@@ -2,7 +2,9 @@
 
 use crate::config::Config;
 use crate::error::{bad_input, EngineError};
-use crate::kernels::{layer_norm, HeadCache, Kernels, PackedMatrix, QuantHeadCache, QuantMatrix};
+use crate::kernels::{
+    gelu, layer_norm, HeadCache, Kernels, PackedMatrix, QuantHeadCache, QuantMatrix,
+};
 use crate::kv_cache::{KvCache, KvLayout, Layer};
 use crate::safetensors::Dtype;
 
@@ -155,7 +157,7 @@ impl Model {
 
             block.ln_2.apply(&x, &mut h, self.config.layer_norm_epsilon);
             block.mlp_fc.weight.matmul(k, Some(&block.mlp_fc.bias), &h, &mut fc);
-            k.gelu(&mut fc);
+            gelu(&mut fc);
             block.mlp_proj.weight.matmul(k, Some(&block.mlp_proj.bias), &fc, &mut proj);
             add_in_place(&mut x, &proj);
         }

@@ -1,9 +1,9 @@
-//! GPT-2's GELU, the tanh approximation ("gelu_new"), for one value and for four lanes:
-//! the same operations in the same order, so both kernel sets agree bit for bit.
+//! GPT-2's GELU, the tanh approximation ("gelu_new"), shared by both kernel sets.
 //!
-//! tanh is a rational function (the [13/6] approximation Eigen uses for f32): within a
-//! few ulp of `f32::tanh` at a fraction of libm's instruction count, which matters as GELU
-//! runs n_inner times per layer per token.
+//! tanh is a rational function (the [13/6] approximation Eigen uses for f32), four lanes
+//! at a time: within a few ulp of `f32::tanh` at a fraction of libm's instruction count,
+//! which matters as GELU runs n_inner times per layer per token. (Measured: this is
+//! cheaper than the same GELU written as x / (1 + e^(−2u)) with the softmax's exp.)
 
 use super::lanes::F32x4;
 
@@ -22,21 +22,24 @@ const P: [f32; 7] = [
 ];
 const Q: [f32; 4] = [1.198_258_4e-6, 1.185_347e-4, 2.268_434_7e-3, 4.893_525e-3];
 
-pub fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + CUBIC * x * x * x)))
+/// GELU in place, four lanes at a time.
+pub fn gelu(x: &mut [f32]) {
+    let quads = x.len() / 4 * 4;
+    for q in x[..quads].chunks_exact_mut(4) {
+        // SAFETY: the chunk holds four f32s.
+        unsafe { gelu_lanes(F32x4::load(q.as_ptr())).store(q.as_mut_ptr()) };
+    }
+    let tail = &mut x[quads..];
+    if !tail.is_empty() {
+        let mut lanes = [0.0f32; 4];
+        lanes[..tail.len()].copy_from_slice(tail);
+        // SAFETY: `lanes` holds four f32s.
+        let y = gelu_lanes(unsafe { F32x4::load(lanes.as_ptr()) }).to_array();
+        tail.copy_from_slice(&y[..tail.len()]);
+    }
 }
 
-fn tanh(x: f32) -> f32 {
-    // Compare-and-select in the order of `F32x4::clamp`.
-    let x = if -CLAMP < x { x } else { -CLAMP };
-    let x = if x < CLAMP { x } else { CLAMP };
-    let x2 = x * x;
-    let p = P[1..].iter().fold(P[0], |p, &c| p * x2 + c);
-    let q = Q[1..].iter().fold(Q[0], |q, &c| q * x2 + c);
-    x * p / q
-}
-
-pub fn gelu_lanes(x: F32x4) -> F32x4 {
+fn gelu_lanes(x: F32x4) -> F32x4 {
     let s = F32x4::splat;
     let inner = s(SQRT_2_OVER_PI).mul(x.add(s(CUBIC).mul(x).mul(x).mul(x)));
     s(0.5).mul(x).mul(s(1.0).add(tanh_lanes(inner)))
@@ -60,19 +63,24 @@ mod tests {
         let mut worst = 0.0f32;
         for i in -200_000..=200_000 {
             let x = i as f32 * 1e-4;
-            worst = worst.max((tanh(x) - x.tanh()).abs());
+            let got = tanh_lanes(F32x4::splat(x)).to_array()[0];
+            worst = worst.max((got - x.tanh()).abs());
         }
         assert!(worst < 5e-7, "max abs error {worst}");
-        assert_eq!(tanh(50.0), tanh(CLAMP));
-        assert!((tanh(50.0) - 1.0).abs() < 1e-6);
+        assert!((tanh_lanes(F32x4::splat(50.0)).to_array()[0] - 1.0).abs() < 1e-6);
     }
 
     #[test]
-    fn lanes_equal_scalar_exactly() {
-        for i in -4000..4000 {
-            let v = [i as f32 * 3e-3, i as f32 * 0.1, -(i as f32) * 7e-4, i as f32 * 1e-7];
-            let got = gelu_lanes(F32x4::from_array(v)).to_array();
-            assert_eq!(got, v.map(gelu));
+    fn matches_the_tanh_formula() {
+        let mut x: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 1e-3).collect();
+        x.extend([-1e4, -100.0, 100.0, 1e4, 0.0]);
+        let mut got = x.clone();
+        gelu(&mut got);
+        for (&v, &g) in x.iter().zip(&got) {
+            let v64 = v as f64;
+            let want = 0.5 * v64 * (1.0 + (0.7978845608 * (v64 + 0.044715 * v64.powi(3))).tanh());
+            // Relative to the input: far out, 1 + tanh is a few ulp of 1 away from 0 or 2.
+            assert!((g as f64 - want).abs() <= 2e-6 * (1.0 + v64.abs()), "{v}: {g} vs {want}");
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod quant;
 mod simd;
 mod softmax;
 
+pub use gelu::gelu;
 pub use norm::layer_norm;
 pub use packed::PackedMatrix;
 pub use quant::QuantMatrix;
@@ -26,8 +27,6 @@ pub trait Kernels {
     /// The same with int8 weights: activations are quantized per token, multiplied and
     /// summed in integers, and scaled back.
     fn matmul_q(&self, w: &QuantMatrix, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]);
-    /// GPT-2's GELU (tanh approximation) applied in place.
-    fn gelu(&self, x: &mut [f32]);
     /// One attention head for one query: `out = softmax(scale · q·Kᵀ) · V` over the first
     /// `heads.positions` cached rows. `scores` is scratch space.
     fn attend(
@@ -274,15 +273,6 @@ mod tests {
                 assert_close(&a, &f, 2e-3);
             }
         }
-    }
-
-    #[test]
-    fn simd_gelu_equals_portable_exactly() {
-        let x: Vec<f32> = noise(1031, 14).iter().map(|v| v * 9.0).collect();
-        let (mut a, mut b) = (x.clone(), x);
-        Portable.gelu(&mut a);
-        Simd128.gelu(&mut b);
-        assert_eq!(a, b);
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! Scalar reference kernels: the plain definitions, no layout tricks.
 
-use super::gelu::gelu;
 use super::quant::{dequantize, quantize_into, quantize_rows};
 use super::{
     attention_weights, matmul_tokens, softmax, HeadCache, Kernels, PackedMatrix, Portable,
@@ -35,10 +34,6 @@ impl Kernels for Portable {
                 y[t * cols + o] = dequantize(acc, w.scales()[o], xq.scales[t], b);
             }
         }
-    }
-
-    fn gelu(&self, x: &mut [f32]) {
-        x.iter_mut().for_each(|v| *v = gelu(*v));
     }
 
     fn attend(

@@ -10,7 +10,6 @@
 //! `i32x4.dot_i16x8_s` (eight multiply-adds: four outputs × two inputs) over up to 256
 //! inputs, with up to eight prefill tokens sharing each group's weights.
 
-use super::gelu::{gelu, gelu_lanes};
 use super::lanes::{F32x4, I16x8, I32x4};
 use super::packed::{LANES, TILE_LEN, TILE_ROWS};
 use super::quant::{dequantize, quantize_into, quantize_rows, QuantRows, Q_CHUNK, Q_GROUP};
@@ -107,15 +106,6 @@ impl Kernels for Simd128 {
         // pair and `out` holds 64 floats (asserted).
         unsafe { weighted_sum_q64(weights, heads.values.as_ptr(), out) };
         out.iter_mut().for_each(|o| *o *= w_scale);
-    }
-
-    fn gelu(&self, x: &mut [f32]) {
-        let mut chunks = x.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            // SAFETY: each chunk holds exactly four f32s.
-            unsafe { gelu_lanes(F32x4::load(c.as_ptr())).store(c.as_mut_ptr()) };
-        }
-        chunks.into_remainder().iter_mut().for_each(|v| *v = gelu(*v));
     }
 
     fn attend(
