@@ -12,9 +12,6 @@ use crate::config::Config;
 use crate::error::{bad_input, EngineError};
 use crate::kernels::quant::quantize_into;
 
-/// Largest head size the integer layout takes (GPT-2's is 64).
-pub const MAX_HEAD_SIZE: usize = 256;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvLayout {
     F32,
@@ -150,18 +147,18 @@ impl KvCache {
             }
             Layer::Int16(heads) => {
                 let slot = position % 2;
+                let mut v = vec![0i16; hs];
                 for (h, q) in heads.iter_mut().enumerate() {
                     let cols = h * hs..(h + 1) * hs;
                     q.keys.resize((position + 1) * hs, 0);
                     q.key_scales
                         .push(quantize_into(&key[cols.clone()], &mut q.keys[position * hs..]));
-                    let mut v = [0i16; MAX_HEAD_SIZE];
-                    q.value_scales.push(quantize_into(&value[cols], &mut v[..hs]));
+                    q.value_scales.push(quantize_into(&value[cols], &mut v));
                     if position.is_multiple_of(2 * VALUE_PAIR_BLOCK) {
                         q.values.resize((position / 2 + VALUE_PAIR_BLOCK) * 2 * hs, 0);
                     }
                     let pair = &mut q.values[position / 2 * 2 * hs..][..2 * hs];
-                    for (d, x) in v[..hs].iter().enumerate() {
+                    for (d, x) in v.iter().enumerate() {
                         pair[2 * d + slot] = *x;
                     }
                 }
