@@ -68,6 +68,18 @@ def test_old_turns_are_dropped_to_stay_in_context(canister: Gpt2Canister) -> Non
     assert max(lengths) <= 128 and lengths[-1] >= lengths[1]
 
 
+def test_a_reply_that_fills_the_context_ends_with_its_prediction(canister: Gpt2Canister) -> None:
+    chat = conversation(canister, max_new_tokens=30, tokens_per_call=4)
+    prompt = "word" + " word" * 119
+    assert len(chat.tokenizer.encode(prompt)) == 120
+    result = chat.complete(prompt)
+    if result.stop != "EndOfText":
+        # 8 tokens fill the 128 positions; the 9th is the full context's prediction.
+        assert result.stop == "ContextFull" and len(result.token_ids) == 9
+    info = canister.session_info(chat.session or 0)
+    assert info.tokens == chat.context and len(chat.context) <= 128
+
+
 def test_a_prompt_longer_than_the_context_is_refused(canister: Gpt2Canister) -> None:
     chat = conversation(canister)
     with pytest.raises(ValueError, match="the model's context holds 128"):

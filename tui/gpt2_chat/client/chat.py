@@ -145,7 +145,9 @@ class Conversation:
             )
             calls.add(CallStats("generate", len(reply.tokens), reply.instructions))
             generated += reply.tokens
-            self.context += reply.tokens
+            # The session's context ends at the reply's position: when the context is full,
+            # the last token is the one it predicts, which is not added to it.
+            self.context = (self.context + reply.tokens)[: reply.position]
             text += decoder.push(reply.tokens)
             cut = _stop_index(text) if chat else None
             if cut is not None:
