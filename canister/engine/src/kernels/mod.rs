@@ -2,7 +2,9 @@
 //!
 //! `Portable` is plain scalar Rust, the reference. `Simd128` is the same arithmetic in
 //! four-lane vectors, shaped for the IC's instruction metering; it is what the canister
-//! runs. Native tests run both and compare them.
+//! runs. Native tests run both and compare them. The element-wise steps (softmax, layer
+//! norm, GELU, activation quantization) have no layout to get wrong and are one shared
+//! four-lane implementation each, so the two sets' int8 forward passes agree bit for bit.
 
 mod gelu;
 mod lanes;
@@ -17,9 +19,9 @@ pub use gelu::gelu;
 pub use norm::layer_norm;
 pub use packed::PackedMatrix;
 pub use quant::QuantMatrix;
+pub use softmax::softmax;
 
 use crate::kv_cache::{QuantHead, VALUE_PAIR_BLOCK};
-pub use softmax::softmax;
 
 pub trait Kernels {
     /// `y[t][o] = bias[o] + Σ_i x[t][i]·W[i][o]` for every token row `t` of `x`.
