@@ -80,7 +80,7 @@ pub struct Block {
 
 pub struct Model {
     pub config: Config,
-    /// How the weights were stored in the file (they are f32 in memory).
+    /// How the weights were stored in the file (int8 stays int8 in memory; others are f32).
     pub file_dtype: Dtype,
     /// Token embeddings stored as the LM head (n_embd -> vocab); an embedding is a column.
     pub wte: Weight,

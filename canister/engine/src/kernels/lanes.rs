@@ -276,11 +276,6 @@ mod imp {
         pub fn to_array(self) -> [f32; 4] {
             self.0
         }
-
-        #[inline(always)]
-        pub fn from_array(v: [f32; 4]) -> Self {
-            F32x4(v)
-        }
     }
 
     #[derive(Clone, Copy)]
@@ -342,7 +337,7 @@ mod imp {
 
         #[inline(always)]
         pub fn to_f32(self) -> F32x4 {
-            F32x4::from_array(self.0.map(|v| v as f32))
+            F32x4(self.0.map(|v| v as f32))
         }
     }
 
