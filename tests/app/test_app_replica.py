@@ -42,8 +42,13 @@ def test_replica_tab_without_dfx_says_how_to_install_it(workdir: Path, no_dfx: P
                 assert app.query_one(f"#{button}", Button).disabled
             assert not app.query_one("#status", Button).disabled
             assert shown(app, "#canister-id").startswith("canister rrkah-fqaaa-aaaaa-aaaaq-cai")
+            before = view.status  # type: ignore[attr-defined]
             await pilot.click("#status")
-            await wait_for(pilot, lambda: view.running is None, "status")  # type: ignore[attr-defined]
+            await wait_for(
+                pilot,
+                lambda: view.running is None and view.status is not before,  # type: ignore[attr-defined]
+                "a new status",
+            )
             assert app.messages("error") == []
             # The app still chats with the embedded runtime.
             assert app.connection is not None

@@ -577,8 +577,12 @@ class ModelView(Pane):
 
     def _prepared(self, path: Path, size: int, sha256: str) -> None:
         self.preparing = False
-        self._facts = FileFacts(path, size, path.stat().st_mtime, sha256)
         self.query_one("#model-path", Input).value = short_path(path)
+        # Recorded under the path as the input gives it back (short_path may make it
+        # relative), so the chosen file is recognised and not hashed again.
+        chosen = self._path()
+        assert chosen is not None
+        self._facts = FileFacts(chosen, size, path.stat().st_mtime, sha256)
         self._text("prepare-text", f"prepared {short_path(path)} ({mb(size)})")
         self.app.notify(f"Prepared {short_path(path)}: press Upload", title="Model", timeout=5)
 

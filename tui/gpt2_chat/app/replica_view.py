@@ -241,9 +241,8 @@ class ReplicaView(Pane):
     def _command(self, what: str, fn: Callable[[], object]) -> None:
         try:
             result = fn()
-            status = self._look(refresh=False) if what != "status" else result
-            if not isinstance(status, ReplicaStatus):
-                raise TypeError(f"{what} returned {status!r}")
+            # `start` and `status` already report the status; the others need a look.
+            status = result if isinstance(result, ReplicaStatus) else self._look(refresh=False)
         except EXPECTED_ERRORS as e:
             self.later(self._command_done, what, None, e)
         except Exception as e:  # a bug; no worker reports it here, so the user must see it
