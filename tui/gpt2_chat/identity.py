@@ -35,7 +35,9 @@ def dfx_selected_identity() -> str | None:
     """The identity dfx uses by default (`dfx identity use`), if dfx has one set up."""
     root = dfx_identity_dir()
     try:
-        name = str(json.loads((root.parent / "identity.json").read_text()).get("default"))
+        name = str(
+            json.loads((root.parent / "identity.json").read_text()).get("default", "default")
+        )
     except (OSError, ValueError, AttributeError):
         name = "default"
     return name if (root / name).is_dir() else None

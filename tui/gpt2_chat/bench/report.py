@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gpt2_chat.bench.tables import KV_PROMPTS, SHORT_PROMPT
+from gpt2_chat.bench.tables import KV_PROMPTS, MARGIN, SHORT_PROMPT
 
 MARKDOWN = "benchmarks.md"
 PLOT = "benchmarks.png"
@@ -323,7 +323,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax2.bar_label(bars, fontsize=6)
     ax2.set_xticks(range(len(groups)), [g for g, _ in groups], fontsize=8)
     ax2.set_ylabel("tokens in one update call")
-    ax2.set_title("Tokens per call (KV cache; budget = limit - 3B)")
+    ax2.set_title(f"Tokens per call (KV cache; budget = limit - {MARGIN / 1e9:g}B)")
     ax2.legend(fontsize=7)
     fig.suptitle(f"gpt2-chat bench, {report['date'][:10]}, {report['machine']['cpu']}", fontsize=9)
     fig.tight_layout()
