@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load, save
 
-from gpt2_chat.backends.base import InstructionLimitExceeded
 from gpt2_chat.backends.embedded.runtime import Limits
 from gpt2_chat.client.canister import CanisterError, Gpt2Canister, Sampling
+from gpt2_chat.errors import InstructionLimitExceeded
 from tests.support import OpenCanister, model_bytes, upload
 
 

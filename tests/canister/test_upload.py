@@ -8,8 +8,8 @@ import hashlib
 import pytest
 from icp_principal.principal import Principal
 
-from gpt2_chat.backends.base import BackendError
 from gpt2_chat.client.canister import CanisterError
+from gpt2_chat.errors import BackendError
 from tests.support import OpenCanister, model_bytes, upload
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from gpt2_chat.backends.base import BackendError, InstructionLimitExceeded
 from gpt2_chat.backends.embedded.runtime import EmbeddedCanister, Limits
+from gpt2_chat.errors import BackendError, InstructionLimitExceeded
 
 CONTROLLER = b"\x01" * 10
 OTHER = b"\x02" * 10

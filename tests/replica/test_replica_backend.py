@@ -27,8 +27,9 @@ from replica_fakes import (
     request_status_certificate,
 )
 
-from gpt2_chat.backends.base import BackendError, InstructionLimitExceeded, Reply
+from gpt2_chat.backends.base import Reply
 from gpt2_chat.backends.replica import ReplicaBackend, resolve_canister_id, resolve_network_url
+from gpt2_chat.errors import BackendError, InstructionLimitExceeded
 from gpt2_chat.identity import IdentityError, identity_from_pem, load_identity
 
 CANISTER_ID = "bkyz2-fmaaa-aaaaa-qaaaq-cai"

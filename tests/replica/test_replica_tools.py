@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from replica_fakes import BROKEN_VERSION, FAKE_DFX, FAKE_ICP, FakeServer, FakeTools, cbor
 
-from gpt2_chat.backends.base import BackendError
+from gpt2_chat.errors import BackendError
 from gpt2_chat.replica import tools
 from gpt2_chat.replica.tools import (
     CommandFailed,

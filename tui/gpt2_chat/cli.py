@@ -16,11 +16,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from gpt2_chat.backends.base import Backend, BackendError
+from gpt2_chat.backends.base import Backend
+from gpt2_chat.errors import EXPECTED_ERRORS, UserError
 from gpt2_chat.settings import Settings, load_settings
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """Bad command-line input."""
 
 
@@ -164,11 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         StatusLine.end()
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:
-        from gpt2_chat.client.prepare import PrepareError
-
-        if not isinstance(e, BackendError | PrepareError | UsageError | ValueError | OSError):
-            raise  # a bug: keep the traceback
+    except EXPECTED_ERRORS as e:
         StatusLine.end()
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from icp_identity.identity import Identity
 
-from gpt2_chat.backends.base import BackendError
+from gpt2_chat.errors import BackendError
 
 
 class IdentityError(BackendError):

@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from gpt2_chat.client.canister import ModelInfo
+from gpt2_chat.errors import EXPECTED_ERRORS
 from gpt2_chat.settings import Settings
 
 from .chat_view import ChatView
@@ -30,7 +31,7 @@ from .model_view import ModelView
 from .replica_view import ReplicaView
 from .settings_view import SettingsView
 from .store import CONNECTION_FIELDS, SettingsStore
-from .widgets import EXPECTED_ERRORS, OneLine, Pane, UiCall
+from .widgets import OneLine, Pane, UiCall
 
 TABS = (
     ("chat", "Chat", "F1"),

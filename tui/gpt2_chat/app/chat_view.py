@@ -15,15 +15,15 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Input, Static
 
-from gpt2_chat.backends.base import BackendError
 from gpt2_chat.client.canister import Gpt2Canister, Sampling
 from gpt2_chat.client.chat import ChatSettings, Conversation, TurnResult
 from gpt2_chat.client.tokenizer import Gpt2Tokenizer
+from gpt2_chat.errors import EXPECTED_ERRORS, BackendError
 from gpt2_chat.settings import Settings
 
 from .connection import Connection, ConnectionClosed
 from .fmt import si
-from .widgets import EXPECTED_ERRORS, OneLine, Pane
+from .widgets import OneLine, Pane
 
 STOP_NOTES = {
     "Cancelled": "stopped",

@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from gpt2_chat.backends.base import Backend, BackendError, Reply
+from gpt2_chat.backends.base import Backend, Reply
 from gpt2_chat.client.canister import Gpt2Canister
+from gpt2_chat.errors import BackendError
 from gpt2_chat.settings import Settings
 
 from .fmt import short_path

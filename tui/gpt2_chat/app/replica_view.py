@@ -15,10 +15,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Button, Input, Log, Select, Static
 
-from gpt2_chat.backends.base import BackendError
 from gpt2_chat.backends.embedded.backend import CANISTER_ID
 from gpt2_chat.backends.replica import resolve_canister_id
 from gpt2_chat.connect import PROJECT_ROOT
+from gpt2_chat.errors import EXPECTED_ERRORS, BackendError
 from gpt2_chat.replica.tools import (
     COMMAND_LOG,
     CommandRecord,
@@ -28,7 +28,7 @@ from gpt2_chat.replica.tools import (
     missing_tools_message,
 )
 
-from .widgets import EXPECTED_ERRORS, OneLine, Pane, SectionTitle, start_daemon
+from .widgets import OneLine, Pane, SectionTitle, start_daemon
 
 NETWORK_CHOICES = [
     ("Embedded runtime (in-process; not a replica)", "embedded"),

@@ -12,10 +12,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Select
 
+from gpt2_chat.errors import EXPECTED_ERRORS
 from gpt2_chat.settings import Settings, default_state_dir
 
 from .fmt import short_path
-from .widgets import EXPECTED_ERRORS, OneLine, Pane, SectionTitle
+from .widgets import OneLine, Pane, SectionTitle
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,8 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static
 
-from gpt2_chat.backends.base import BackendError
-from gpt2_chat.client.prepare import PrepareError
-
 if TYPE_CHECKING:
     from gpt2_chat.app.app import Gpt2ChatApp
-
-#: Failures the user can cause or fix: shown as a notification with their message. Anything
-#: else is a bug and keeps its traceback.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (BackendError, PrepareError, ValueError, OSError)
 
 
 class UiCall(Message, bubble=False):

@@ -1,17 +1,9 @@
-"""What every backend offers: raw Candid calls to one canister, and the errors they raise."""
+"""What every backend offers: raw Candid calls to one canister (errors: `gpt2_chat.errors`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
-
-
-class BackendError(Exception):
-    """A call could not be made or was rejected; the message is meant for the user."""
-
-
-class InstructionLimitExceeded(BackendError):
-    """The message ran past the IC's per-message instruction limit and was rolled back."""
 
 
 @dataclass(frozen=True)

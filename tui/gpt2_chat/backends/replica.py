@@ -38,7 +38,8 @@ from icp_certificate.certificate import Certificate
 from icp_identity.identity import Identity
 from icp_principal.principal import Principal
 
-from gpt2_chat.backends.base import BackendError, InstructionLimitExceeded, Reply
+from gpt2_chat.backends.base import Reply
+from gpt2_chat.errors import BackendError, InstructionLimitExceeded
 from gpt2_chat.identity import load_identity
 
 LOCAL_URL = "http://127.0.0.1:4943"

@@ -14,13 +14,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gpt2_chat.backends.base import BackendError, InstructionLimitExceeded, Reply
+from gpt2_chat.backends.base import Reply
 from gpt2_chat.backends.embedded.backend import EmbeddedBackend
 from gpt2_chat.backends.embedded.runtime import Limits
 from gpt2_chat.bench.models import Shape, write_random_model
 from gpt2_chat.bench.tables import Budget, Call, CostModel, Figure, figure, figure_cost
 from gpt2_chat.client.canister import CanisterError, Gpt2Canister, ModelInfo, Sampling
 from gpt2_chat.client.upload import upload_model
+from gpt2_chat.errors import BackendError, InstructionLimitExceeded
 from gpt2_chat.identity import default_identity
 
 Log = Callable[[str], None]

@@ -13,7 +13,8 @@ from typing import Any
 
 from icp_candid.candid import Types, decode, encode
 
-from gpt2_chat.backends.base import Backend, BackendError, Reply
+from gpt2_chat.backends.base import Backend, Reply
+from gpt2_chat.errors import BackendError
 
 
 class CanisterError(BackendError):

@@ -36,6 +36,8 @@ import numpy as np
 import numpy.typing as npt
 import platformdirs
 
+from gpt2_chat.errors import UserError
+
 __all__ = [
     "DEFAULT_ENDPOINT",
     "DOWNLOAD_TIMEOUT",
@@ -80,7 +82,7 @@ _ITEMSIZE = {
 _READ_AS = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
 
 
-class PrepareError(Exception):
+class PrepareError(UserError):
     """The checkpoint cannot be prepared; the message says why and names the tensor or file."""
 
 

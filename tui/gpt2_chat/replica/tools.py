@@ -27,13 +27,13 @@ from pathlib import Path
 import cbor2
 import httpx
 
-from gpt2_chat.backends.base import BackendError
 from gpt2_chat.backends.replica import (
     DEFAULT_CANISTER_NAME,
     LOCAL_URL,
     is_local_url,
     resolve_canister_id,
 )
+from gpt2_chat.errors import BackendError
 
 DFX_INSTALL = 'sh -ci "$(curl -fsSL https://internetcomputer.org/install.sh)"'
 #: Where each tool's default local network listens (icp-cli's gateway defaults to 8000).

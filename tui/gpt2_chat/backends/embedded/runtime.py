@@ -28,9 +28,10 @@ from typing import IO, Any
 import numpy as np
 import wasmtime
 
-from gpt2_chat.backends.base import BackendError, InstructionLimitExceeded, Reply
+from gpt2_chat.backends.base import Reply
 from gpt2_chat.backends.embedded import metering
 from gpt2_chat.backends.embedded.stable_memory import StableMemory, StableMemoryError
+from gpt2_chat.errors import BackendError, InstructionLimitExceeded
 
 UPDATE_LIMIT = 40_000_000_000
 QUERY_LIMIT = 5_000_000_000
