@@ -40,9 +40,10 @@ def http_server() -> Iterator[FakeServer]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             served = Served(self.command, self.path, body)
+            is_status = (self.command, self.path) == ("GET", "/api/v2/status")
             with lock:
-                state.requests.append(served)
-            answer = state.responder(served)
+                (state.status_requests if is_status else state.requests).append(served)
+            answer = (state.status if is_status else state.responder)(served)
             if answer is None:
                 self.close_connection = True  # hang up without an answer
                 return

@@ -1,9 +1,23 @@
 """Test doubles for the replica suites: fake `dfx`/`icp` scripts, a scriptable HTTP server,
-and the CBOR an IC replica answers with (hash-tree certificates without signatures)."""
+and the CBOR an IC replica answers with: hash-tree certificates signed with a BLS key made
+for the tests (`ROOT`), served as the network's root key from /api/v2/status.
+
+Where the answers come from (dfinity/ic, rs/http_endpoints/public/src/):
+* `call/call_sync.rs` (v3/v4 sync call): 200 + CBOR {status: "replied", certificate} whose
+  tree holds `time` and request_status/<id>; 202 + a plain-text reason when certification
+  takes longer than `ingress_message_certificate_timeout_seconds` or the message cannot be
+  tracked; v2 `call` (call_async.rs): 202 with an empty body.
+* `read_state/canister.rs`: 200 + CBOR {certificate}.
+* `query.rs`: 200 + CBOR {status: "replied", reply: {arg}} or {status: "rejected",
+  reject_code, reject_message, error_code}.
+* A submission the replica refuses before consensus: CBOR {status:
+  "non_replicated_rejection", reject_code, reject_message, error_code}.
+Reject codes and `IC<nnnn>` error codes: dfinity/ic rs/types/types/src/user_error.rs."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +25,9 @@ from typing import Any
 
 import cbor2
 from icp_agent.agent import to_request_id
+from py_arkworks_bls12381 import G1Point, G2Point, Scalar
+
+from gpt2_chat.backends.replica.certificate import BLS_DST, BLS_KEY_DER_PREFIX, root_hash
 
 # ---------------------------------------------------------------------- fake tools
 
@@ -98,11 +115,19 @@ def _ok_empty(_: Served) -> tuple[int, bytes] | None:
     return 200, b""
 
 
+def _healthy_status(_: Served) -> tuple[int, bytes] | None:
+    return 200, cbor({"replica_health_status": "healthy", "root_key": ROOT.public_der})
+
+
 @dataclass
 class FakeServer:
     url: str
+    #: Every request but GET /api/v2/status, which `status` answers (and `status_requests`
+    #: records): the backend reads the root key from there before verifying a certificate.
     requests: list[Served] = field(default_factory=list)
     responder: Responder = _ok_empty
+    status: Responder = _healthy_status
+    status_requests: list[Served] = field(default_factory=list)
     #: Set when the test ends: handlers that wait on it (timeout tests) finish.
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -125,24 +150,96 @@ def fork(left: list[Any], right: list[Any]) -> list[Any]:
     return [1, left, right]
 
 
-def request_status_certificate(request_id: bytes, status: str, **fields: Any) -> bytes:
-    """A certificate (unsigned) whose tree holds request_status/<id>/{status, …}."""
+def leb128(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+class FakeKey:
+    """A BLS12-381 key pair signing certificates as a subnet does (min-sig, G1 signatures)."""
+
+    def __init__(self, secret: int) -> None:
+        self._secret = Scalar(secret)
+        self.public_der = BLS_KEY_DER_PREFIX + bytes(
+            (G2Point() * self._secret).to_compressed_bytes()
+        )
+
+    def sign(self, tree: list[Any]) -> bytes:
+        message = b"\x0dic-state-root" + root_hash(tree)
+        return bytes((G1Point.hash_to_curve(message, BLS_DST) * self._secret).to_compressed_bytes())
+
+    def certificate(
+        self,
+        tree: list[Any],
+        *,
+        time_ns: int | None = None,
+        delegation: dict[str, bytes] | None = None,
+    ) -> bytes:
+        """`tree` with `/time` added, signed; `delegation` as `delegation()` makes it."""
+        now = time.time_ns() if time_ns is None else time_ns
+        full = fork(tree, labeled(b"time", leaf(leb128(now))))
+        fields: dict[str, Any] = {"tree": full, "signature": self.sign(full)}
+        if delegation is not None:
+            fields["delegation"] = delegation
+        return cbor(fields)
+
+    def delegation(
+        self,
+        root: FakeKey,
+        subnet_id: bytes,
+        ranges: list[tuple[bytes, bytes]],
+        *,
+        sharded: bool = False,
+    ) -> dict[str, bytes]:
+        """A delegation from `root` to this key for `ranges`: flat
+        (/subnet/<id>/canister_ranges) or sharded (/canister_ranges/<id>/<lowest id>) as
+        the v4 endpoints send it (dfinity/ic rs/http_endpoints/nns_delegation_manager)."""
+        encoded = cbor([list(r) for r in ranges])
+        subnet = labeled(b"public_key", leaf(self.public_der))
+        if sharded:
+            tree = fork(
+                labeled(
+                    b"canister_ranges", labeled(subnet_id, labeled(ranges[0][0], leaf(encoded)))
+                ),
+                labeled(b"subnet", labeled(subnet_id, subnet)),
+            )
+        else:
+            subnet = fork(labeled(b"canister_ranges", leaf(encoded)), subnet)
+            tree = labeled(b"subnet", labeled(subnet_id, subnet))
+        return {"subnet_id": subnet_id, "certificate": root.certificate(tree)}
+
+
+#: The fake network's root key: every fake certificate is signed with it by default.
+ROOT = FakeKey(0x5EED)
+
+
+def request_status_tree(request_id: bytes, status: str, **fields: Any) -> list[Any]:
+    """request_status/<id>/{status, …}, as the replica certifies it."""
     entries = [labeled(b"status", leaf(status.encode()))]
     for name, value in fields.items():
         if isinstance(value, int):
-            value = bytes([value])  # LEB128 for values < 128
+            value = leb128(value)
         elif isinstance(value, str):
             value = value.encode()
         entries.append(labeled(name.encode(), leaf(value)))
     node = entries[0]
     for entry in entries[1:]:
         node = fork(node, entry)
-    tree = labeled(b"request_status", labeled(request_id, node))
-    return bytes(cbor2.dumps({"tree": tree, "signature": b"\x00" * 48}))
+    return labeled(b"request_status", labeled(request_id, node))
+
+
+def request_status_certificate(request_id: bytes, status: str, **fields: Any) -> bytes:
+    """A certificate signed by ROOT holding request_status/<id>/{status, …}."""
+    return ROOT.certificate(request_status_tree(request_id, status, **fields))
 
 
 def empty_certificate() -> bytes:
-    return bytes(cbor2.dumps({"tree": labeled(b"time", leaf(b"\x01")), "signature": b""}))
+    """A read_state answer for a request the replica does not know: only `/time`."""
+    return ROOT.certificate([0])
 
 
 def envelope(body: bytes) -> dict[str, Any]:

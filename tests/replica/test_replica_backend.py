@@ -29,6 +29,15 @@ from replica_fakes import (
 
 from gpt2_chat.backends.base import Reply
 from gpt2_chat.backends.replica import ReplicaBackend, resolve_canister_id, resolve_network_url
+from gpt2_chat.backends.replica.errors import (
+    CanisterEmpty,
+    CanisterNotFound,
+    CanisterOutOfCycles,
+    CanisterRejected,
+    CanisterStopped,
+    CanisterTrapped,
+    MethodNotFound,
+)
 from gpt2_chat.errors import BackendError, InstructionLimitExceeded
 from gpt2_chat.identity import IdentityError, identity_from_pem, load_identity
 
@@ -455,33 +464,52 @@ def _rejected(code: int, message: str, error_code: str) -> Any:
     )
 
 
+# Messages as current replicas word them; codes from dfinity/ic rs/types/types/src/user_error.rs.
 @pytest.mark.parametrize(
-    ("code", "message", "error_code", "expected"),
+    ("code", "message", "error_code", "error_type", "expected"),
     [
         (
             3,
             "Canister bkyz2-fmaaa-aaaaa-qaaaq-cai not found",
             "IC0301",
+            CanisterNotFound,
             f"canister {CANISTER_ID} does not exist on",
         ),
         (
             5,
             "Canister has no query method 'model_inf'.",
             "IC0536",
+            MethodNotFound,
             f"canister {CANISTER_ID} has no method `model_info`",
         ),
         (
             5,
             "Attempted to execute a message, but the canister contains no Wasm module.",
             "IC0537",
+            CanisterEmpty,
             "is empty (no wasm installed): run `dfx deploy gpt2_backend`",
         ),
-        (2, "Canister bkyz2 is out of cycles", "IC0207", "is out of cycles"),
+        (
+            2,
+            "Canister bkyz2 is out of cycles: please top up the canister with at least "
+            "1_000_000 additional cycles",
+            "IC0207",
+            CanisterOutOfCycles,
+            "is out of cycles or frozen: top it up (`dfx canister deposit-cycles",
+        ),
         (
             5,
             "Canister bkyz2 is stopped and therefore does not have a CallContextManager",
             "IC0508",
-            "is stopped: start it with `dfx canister start gpt2_backend`",
+            CanisterStopped,
+            f"is stopped or stopping: start it with `dfx canister start {CANISTER_ID}`",
+        ),
+        (
+            5,
+            "Canister bkyz2 is stopping",
+            "IC0509",
+            CanisterStopped,
+            "is stopped or stopping",
         ),
         (
             5,
@@ -489,6 +517,7 @@ def _rejected(code: int, message: str, error_code: str) -> Any:
             "Consider gracefully handling failures from this canister. See documentation: "
             "http://internetcomputer.org/docs/x",
             "IC0503",
+            CanisterTrapped,
             "the canister trapped in `model_info`: Error from Canister bkyz2: Canister "
             "called `ic0.trap` with message: 'boom' [IC0503]",
         ),
@@ -496,19 +525,40 @@ def _rejected(code: int, message: str, error_code: str) -> Any:
             4,
             "only controllers may upload",
             "IC0406",
+            CanisterRejected,
             "the canister refused `model_info`: only controllers may upload [IC0406]",
+        ),
+        (
+            5,
+            "Canister exceeded the limit of 5000000000 instructions for single message execution.",
+            "IC0522",
+            InstructionLimitExceeded,
+            "`model_info` exceeded the IC's per-message instruction limit",
+        ),
+        (
+            5,
+            "Query call graph exceeded the total instruction limit",
+            "IC0526",
+            InstructionLimitExceeded,
+            "per-message instruction limit",
         ),
     ],
 )
 def test_query_rejections_read_clearly(
-    http_server: FakeServer, code: int, message: str, error_code: str, expected: str
+    http_server: FakeServer,
+    code: int,
+    message: str,
+    error_code: str,
+    error_type: type[BackendError],
+    expected: str,
 ) -> None:
     _replica(http_server, query=_rejected(code, message, error_code))
     backend = _backend(http_server)
-    with pytest.raises(BackendError) as err:
+    with pytest.raises(error_type) as err:
         backend.query("model_info", ARG)
     assert expected in str(err.value)
     assert "\n" not in str(err.value) and "See documentation" not in str(err.value)
+    assert len(http_server.requests) == 1  # none of these is worth a retry
     backend.close()
 
 
@@ -653,9 +703,7 @@ def test_timeout_is_honoured(http_server: FakeServer) -> None:
         backend.query("model_info", ARG)
     elapsed = time.monotonic() - t0
     assert 0.4 < elapsed < 2.5  # retries share the one deadline
-    assert str(err.value) == (
-        f"{http_server.url} did not answer `model_info` within 0.5 s; the call may still complete"
-    )
+    assert str(err.value) == (f"{http_server.url} did not answer `model_info` within 0.5 s")
     backend.close()
 
 
@@ -674,13 +722,13 @@ def test_polling_stops_at_the_deadline(http_server: FakeServer) -> None:
 
 
 def test_status_endpoint(http_server: FakeServer) -> None:
-    http_server.responder = lambda r: (
+    http_server.status = lambda r: (
         200,
         cbor({"impl_version": "0.9.0", "replica_health_status": "healthy"}),
     )
     backend = _backend(http_server)
     assert backend.status()["replica_health_status"] == "healthy"
-    assert http_server.paths() == ["/api/v2/status"]
+    assert [r.path for r in http_server.status_requests] == ["/api/v2/status"]
     backend.close()
     with pytest.raises(BackendError, match="closed"):
         backend.query("model_info", ARG)

@@ -151,7 +151,7 @@ def test_start_is_a_no_op_when_the_network_answers(
     fake_tools: FakeTools, tmp_path: Path, http_server: FakeServer
 ) -> None:
     fake_tools.install("dfx", FAKE_DFX)
-    http_server.responder = lambda r: (
+    http_server.status = lambda r: (
         200,
         cbor({"impl_version": "0.9.0", "replica_health_status": "healthy", "root_key": b"k"}),
     )
@@ -163,14 +163,14 @@ def test_start_is_a_no_op_when_the_network_answers(
     assert str(status) == (
         f"local network at {http_server.url}: running, healthy (replica 0.9.0; dfx 0.29.2)"
     )
-    assert http_server.paths() == ["/api/v2/status"]
+    assert [r.path for r in http_server.status_requests] == ["/api/v2/status"]
 
 
 def test_clean_start_stops_a_running_network_first(
     fake_tools: FakeTools, tmp_path: Path, http_server: FakeServer
 ) -> None:
     fake_tools.install("dfx", FAKE_DFX)
-    http_server.responder = lambda r: (200, cbor({"replica_health_status": "healthy"}))
+    http_server.status = lambda r: (200, cbor({"replica_health_status": "healthy"}))
     _manager(_project(tmp_path), http_server.url).start(clean=True)
     assert [c[2] for c in fake_tools.calls()] == ["--version", "stop", "start --background --clean"]
 
@@ -316,13 +316,13 @@ def test_output_is_plain_text(tmp_path: Path) -> None:
 
 def test_probe_reports_what_answers(http_server: FakeServer, closed_port: int) -> None:
     assert probe_replica(f"http://127.0.0.1:{closed_port}").detail == "not running"
-    http_server.responder = lambda r: (200, cbor({"replica_health_status": "starting"}))
+    http_server.status = lambda r: (200, cbor({"replica_health_status": "starting"}))
     probe = probe_replica(http_server.url)
     assert probe.reachable and not probe.healthy and probe.health == "starting"
-    http_server.responder = lambda r: (200, b"<html>hello</html>")
+    http_server.status = lambda r: (200, b"<html>hello</html>")
     probe = probe_replica(http_server.url)
     assert probe.reachable and not probe.healthy and "not like an IC replica" in probe.detail
-    http_server.responder = lambda r: (503, b"")
+    http_server.status = lambda r: (503, b"")
     assert probe_replica(http_server.url).detail == "answers HTTP 503"
 
 
@@ -331,7 +331,7 @@ def test_probe_times_out(http_server: FakeServer) -> None:
         http_server.release.wait(5)
         return 200, b""
 
-    http_server.responder = slow
+    http_server.status = slow
     t0 = time.monotonic()
     probe = probe_replica(http_server.url, timeout=0.3)
     assert not probe.reachable and "no answer within 0.3 s" in probe.detail

@@ -1,0 +1,203 @@
+"""ReplicaBackend's call flow against servers that behave as a real replica does when a call
+is slow (202 with a text reason, then read_state), and as broken or hostile servers do (a
+reply dripped a byte at a time, no reply at all): one deadline per call, whatever happens."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from replica_fakes import (
+    FakeServer,
+    Served,
+    cbor,
+    content_of,
+    request_id_of,
+    request_status_certificate,
+)
+
+from gpt2_chat.backends.replica import ReplicaBackend
+from gpt2_chat.errors import BackendError
+
+CANISTER_ID = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
+ARG = b"DIDL\x00\x01\x7e\x01"
+REPLY = b"DIDL\x00\x01\x71\x02hi"
+
+#: dfinity/ic rs/http_endpoints/public/src/call/call_sync.rs: the 202 bodies of the sync
+#: call endpoint (certification timeout; message not trackable; no certified state yet).
+ACCEPTED_REASONS = [
+    b"Message did not complete execution and certification within the replica defined timeout.",
+    b"Could not track the ingress message. Please try /read_state for the status.",
+    b"Certified state is not available. Please try /read_state.",
+]
+
+
+def _route(server: FakeServer, **handlers: Callable[[Served], tuple[int, bytes] | None]) -> None:
+    def respond(r: Served) -> tuple[int, bytes] | None:
+        handler = handlers.get(r.path.rsplit("/", 1)[-1])
+        return (404, b"no such endpoint") if handler is None else handler(r)
+
+    server.responder = respond
+
+
+def _backend(server: FakeServer, **kwargs: float) -> ReplicaBackend:
+    backend = ReplicaBackend(server.url, CANISTER_ID, timeout=kwargs.pop("timeout", 10), **kwargs)  # type: ignore[arg-type]
+    backend.backoff_s = 0.01
+    return backend
+
+
+# ---------------------------------------------------------------------- long calls
+
+
+@pytest.mark.parametrize("reason", ACCEPTED_REASONS)
+def test_a_202_with_a_text_reason_is_polled(http_server: FakeServer, reason: bytes) -> None:
+    """The sync call gives up waiting after ingress_message_certificate_timeout_seconds and
+    answers 202 + text; the call goes on in the canister and its reply must be fetched."""
+    polls: list[bytes] = []
+
+    def read_state(r: Served) -> tuple[int, bytes]:
+        request_id = content_of(r.body)["paths"][0][1]
+        polls.append(request_id)
+        status = "processing" if len(polls) < 2 else "replied"
+        return 200, cbor(
+            {"certificate": request_status_certificate(request_id, status, reply=REPLY)}
+        )
+
+    call_ids: list[bytes] = []
+
+    def call(r: Served) -> tuple[int, bytes]:
+        call_ids.append(request_id_of(r.body))
+        return 202, reason
+
+    _route(http_server, call=call, read_state=read_state)
+    backend = _backend(http_server)
+    assert backend.update("generate", ARG).data == REPLY
+    assert len(call_ids) == 1  # not resent
+    assert polls == [call_ids[0]] * 2  # the same request id, until it replied
+    backend.close()
+
+
+def test_a_long_call_that_is_rejected_reports_the_rejection(http_server: FakeServer) -> None:
+    def read_state(r: Served) -> tuple[int, bytes]:
+        request_id = content_of(r.body)["paths"][0][1]
+        cert = request_status_certificate(
+            request_id,
+            "rejected",
+            reject_code=5,
+            error_code="IC0503",
+            reject_message="Error from Canister bkyz2: Canister called `ic0.trap` with "
+            "message: 'session 3 is at position 12, not 10'",
+        )
+        return 200, cbor({"certificate": cert})
+
+    _route(http_server, call=lambda r: (202, ACCEPTED_REASONS[0]), read_state=read_state)
+    backend = _backend(http_server)
+    with pytest.raises(BackendError, match="trapped in `generate`: .*not 10' \\[IC0503\\]"):
+        backend.update("generate", ARG)
+    backend.close()
+
+
+# ---------------------------------------------------------------------- one deadline
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 whose every connection `handle` serves; stops at teardown."""
+
+    def __init__(self, handle: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._handle = handle
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                _read_request(conn)
+                self._handle(conn, self.stop)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(2)
+        self._listener.close()
+
+
+def _read_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        body += conn.recv(65536)
+
+
+def _drip(data: bytes, every_s: float, stop: threading.Event, conn: socket.socket) -> None:
+    for i in range(len(data)):
+        if stop.wait(every_s):
+            return
+        conn.sendall(data[i : i + 1])
+
+
+def _drip_body(conn: socket.socket, stop: threading.Event) -> None:
+    """200 with a 100,000-byte body, then one byte every 0.2 s (40 bytes at most: bounded)."""
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/cbor\r\nContent-Length: 100000\r\n\r\n"
+    )
+    _drip(b"\xa1" * 40, 0.2, stop, conn)
+
+
+def _drip_headers(conn: socket.socket, stop: threading.Event) -> None:
+    """The status line and headers themselves, a byte every 0.2 s."""
+    _drip(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 40, 0.2, stop, conn)
+
+
+def _never_answer(conn: socket.socket, stop: threading.Event) -> None:
+    stop.wait(10)
+
+
+@pytest.fixture
+def raw_server(request: pytest.FixtureRequest) -> Iterator[RawServer]:
+    server = RawServer(request.param)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("raw_server", [_drip_body, _drip_headers, _never_answer], indirect=True)
+@pytest.mark.parametrize("call", ["query", "update", "status"])
+def test_no_server_behaviour_extends_the_deadline(raw_server: RawServer, call: str) -> None:
+    backend = ReplicaBackend(raw_server.url, CANISTER_ID, timeout=1.0, retries=3)
+    backend.backoff_s = 0.01
+    started = time.monotonic()
+    with pytest.raises(BackendError) as err:
+        if call == "status":
+            backend.status()
+        else:
+            getattr(backend, call)("model_info", ARG)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5, f"{call} took {elapsed:.1f} s with a 1 s deadline"
+    assert "did not answer `" in str(err.value) and "within 1 s" in str(err.value)
+    backend.close()
