@@ -10,16 +10,30 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from icp_principal.principal import Principal
 from replica_fakes import (
+    ROOT,
+    FakeKey,
     FakeServer,
     Served,
     cbor,
     content_of,
+    empty_certificate,
     request_id_of,
     request_status_certificate,
+    request_status_tree,
 )
 
 from gpt2_chat.backends.replica import ReplicaBackend
+from gpt2_chat.backends.replica import backend as backend_module
+from gpt2_chat.backends.replica.certificate import MAINNET_ROOT_KEY
+from gpt2_chat.backends.replica.errors import (
+    CertificateInvalid,
+    NotAReplica,
+    ReplicaBusy,
+    RequestExpired,
+)
+from gpt2_chat.backends.replica.transport import Deadline
 from gpt2_chat.errors import BackendError
 
 CANISTER_ID = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
@@ -200,4 +214,212 @@ def test_no_server_behaviour_extends_the_deadline(raw_server: RawServer, call: s
     elapsed = time.monotonic() - started
     assert elapsed < 1.5, f"{call} took {elapsed:.1f} s with a 1 s deadline"
     assert "did not answer `" in str(err.value) and "within 1 s" in str(err.value)
+    backend.close()
+
+
+# ---------------------------------------------------------------------- verified replies
+
+
+def _sync_reply(certificate: Callable[[bytes], bytes]) -> Callable[[Served], tuple[int, bytes]]:
+    return lambda r: (
+        200,
+        cbor({"status": "replied", "certificate": certificate(request_id_of(r.body))}),
+    )
+
+
+def test_a_reply_signed_by_another_key_is_refused(http_server: FakeServer) -> None:
+    impostor = FakeKey(0xBAD)
+    _route(
+        http_server,
+        call=_sync_reply(
+            lambda rid: impostor.certificate(request_status_tree(rid, "replied", reply=REPLY))
+        ),
+    )
+    backend = _backend(http_server)
+    with pytest.raises(CertificateInvalid) as err:
+        backend.update("generate", ARG)
+    assert str(err.value) == (
+        f"the certificate {http_server.url} sent for `generate` failed verification: "
+        "the certificate's signature (the root key) does not verify"
+    )
+    backend.close()
+
+
+def test_a_polled_status_signed_by_another_key_is_refused(http_server: FakeServer) -> None:
+    impostor = FakeKey(0xBAD)
+
+    def read_state(r: Served) -> tuple[int, bytes]:
+        rid = content_of(r.body)["paths"][0][1]
+        tree = request_status_tree(rid, "replied", reply=REPLY)
+        return 200, cbor({"certificate": impostor.certificate(tree)})
+
+    _route(http_server, call=lambda r: (202, ACCEPTED_REASONS[0]), read_state=read_state)
+    backend = _backend(http_server)
+    with pytest.raises(CertificateInvalid, match="does not verify"):
+        backend.update("generate", ARG)
+    backend.close()
+
+
+def test_a_delegated_reply_verifies_and_the_root_key_is_fetched_once(
+    http_server: FakeServer,
+) -> None:
+    subnet = FakeKey(0xC0FFEE)
+    canister = Principal.from_str(CANISTER_ID).bytes
+    delegation = subnet.delegation(ROOT, b"\x07" * 29, [(canister, canister)], sharded=True)
+    _route(
+        http_server,
+        call=_sync_reply(
+            lambda rid: subnet.certificate(
+                request_status_tree(rid, "replied", reply=REPLY), delegation=delegation
+            )
+        ),
+    )
+    backend = _backend(http_server)
+    assert backend.update("generate", ARG).data == REPLY
+    assert backend.update("generate", ARG).data == REPLY
+    assert len(http_server.status_requests) == 1
+    backend.close()
+
+
+def test_a_stale_reply_is_refused(http_server: FakeServer) -> None:
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    _route(
+        http_server,
+        call=_sync_reply(
+            lambda rid: ROOT.certificate(
+                request_status_tree(rid, "replied", reply=REPLY), time_ns=an_hour_ago
+            )
+        ),
+    )
+    backend = _backend(http_server)
+    with pytest.raises(CertificateInvalid, match="60 minutes behind this computer's clock"):
+        backend.update("generate", ARG)
+    backend.close()
+
+
+def test_mainnet_uses_its_built_in_root_key() -> None:
+    backend = ReplicaBackend("ic", CANISTER_ID)
+    deadline = Deadline.after(0.001)
+    time.sleep(0.002)  # any request would now fail: the key must need none
+    assert backend._root_key_der(deadline) == MAINNET_ROOT_KEY
+    backend.close()
+
+
+def test_a_status_without_a_root_key_is_not_a_replica(http_server: FakeServer) -> None:
+    http_server.status = lambda r: (200, cbor({"replica_health_status": "healthy"}))
+    _route(
+        http_server,
+        call=_sync_reply(
+            lambda rid: ROOT.certificate(request_status_tree(rid, "replied", reply=REPLY))
+        ),
+    )
+    backend = _backend(http_server)
+    with pytest.raises(NotAReplica, match="a status without the network's root key"):
+        backend.update("generate", ARG)
+    backend.close()
+
+
+# ---------------------------------------------------------------------- busy, expired
+
+
+def _busy(r: Served) -> tuple[int, bytes]:
+    # The call endpoint says `non_replicated_rejection`, the query endpoint `rejected`.
+    return 200, cbor(
+        {
+            "status": "rejected" if r.path.endswith("/query") else "non_replicated_rejection",
+            "reject_code": 2,
+            "reject_message": "Canister bkyz2 has no more space in its ingress queue",
+            "error_code": "IC0201",
+        }
+    )
+
+
+def test_a_busy_replica_is_retried_with_a_new_message(http_server: FakeServer) -> None:
+    answers = iter([_busy, _busy])
+    call_ids: list[bytes] = []
+
+    def call(r: Served) -> tuple[int, bytes]:
+        call_ids.append(request_id_of(r.body))
+        answer = next(answers, None)
+        if answer is not None:
+            return answer(r)
+        return _sync_reply(
+            lambda rid: ROOT.certificate(request_status_tree(rid, "replied", reply=REPLY))
+        )(r)
+
+    _route(http_server, call=call)
+    backend = _backend(http_server, retries=2)
+    assert backend.update("generate", ARG).data == REPLY
+    assert len(call_ids) == 3 and len(set(call_ids)) == 3  # fresh nonce each time
+    backend.close()
+
+
+def test_a_replica_that_stays_busy_is_reported_after_the_retries(http_server: FakeServer) -> None:
+    _route(http_server, call=_busy, query=_busy)
+    backend = _backend(http_server, retries=2)
+    for call in (backend.update, backend.query):
+        http_server.requests.clear()
+        with pytest.raises(ReplicaBusy, match="the replica is busy .*ingress queue.*\\[IC0201\\]"):
+            call("generate", ARG)
+        assert len(http_server.requests) == 3
+    backend.close()
+
+
+def test_a_replicated_busy_rejection_is_retried(http_server: FakeServer) -> None:
+    """A message the subnet refused after consensus (its ingress history says rejected
+    with IC0201) never ran: sent again as a new message."""
+    attempts: list[int] = []
+
+    def call(r: Served) -> tuple[int, bytes]:
+        attempts.append(1)
+        rid = request_id_of(r.body)
+        if len(attempts) == 1:
+            tree = request_status_tree(
+                rid, "rejected", reject_code=2, reject_message="queue full", error_code="IC0201"
+            )
+        else:
+            tree = request_status_tree(rid, "replied", reply=REPLY)
+        return 200, cbor({"status": "replied", "certificate": ROOT.certificate(tree)})
+
+    _route(http_server, call=call)
+    backend = _backend(http_server)
+    assert backend.update("generate", ARG).data == REPLY
+    assert len(attempts) == 2
+    backend.close()
+
+
+def test_a_call_the_replica_forgot_after_its_expiry(
+    http_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backend_module, "_INGRESS_EXPIRY_S", 0)
+    _route(
+        http_server,
+        call=lambda r: (202, ACCEPTED_REASONS[0]),
+        read_state=lambda r: (200, cbor({"certificate": empty_certificate()})),
+    )
+    backend = _backend(http_server)
+    with pytest.raises(RequestExpired, match="its expiry passed before it ran"):
+        backend.update("generate", ARG)
+    backend.close()
+
+
+def test_a_discarded_reply_reads_as_expired(http_server: FakeServer) -> None:
+    _route(
+        http_server,
+        call=_sync_reply(lambda rid: ROOT.certificate(request_status_tree(rid, "done"))),
+    )
+    backend = _backend(http_server)
+    with pytest.raises(RequestExpired, match="already discarded its reply"):
+        backend.update("generate", ARG)
+    backend.close()
+
+
+def test_an_expiry_refusal_names_the_clock(http_server: FakeServer) -> None:
+    http_server.responder = lambda r: (
+        400,
+        b"Invalid request expiry: Specified ingress_expiry not within expected range",
+    )
+    backend = _backend(http_server, retries=0)
+    with pytest.raises(RequestExpired, match="check this computer's clock"):
+        backend.update("generate", ARG)
     backend.close()
