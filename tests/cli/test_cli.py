@@ -64,11 +64,17 @@ def test_prepare_upload_and_greedy_generate_equal_transformers(
         assert out["text"] == case["greedy_text"]
         assert out["calls"] == len(out["instructions"]) >= 2
         assert all(i > 0 for i in out["instructions"])
+        # The embedded runtime counts what a replica's slices (2B each) would be.
+        assert out["slices"] == [-(-i // 2_000_000_000) for i in out["instructions"]]
+        assert out["cycles"] > len(out["instructions"]) * 5_000_000
+        assert out["cycles_per_1000_tokens"] > 0
     info = json.loads(run(env, "info", "--json").stdout)
     assert info["loaded"] is True
     assert info["uploaded_bytes"] == prepared.stat().st_size
     assert info["sha256"] == hashlib.sha256(prepared.read_bytes()).hexdigest()
     assert info["dtype"] == "F32"
+    assert info["cycles_per_1000_tokens"] > 0 and info["cycles_per_generate_call"] > 0
+    assert "cycles_balance" in info  # present once the canister reports it
     assert info["config"] == {
         "n_layer": 2,
         "n_head": 2,

@@ -224,6 +224,7 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from gpt2_chat.client.canister import Sampling
     from gpt2_chat.client.chat import ChatSettings, Conversation
+    from gpt2_chat.client.dts import runs_in_slices, slices
     from gpt2_chat.client.tokenizer import Gpt2Tokenizer
 
     if args.max_tokens < 1:
@@ -234,13 +235,14 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         top_p=settings.top_p if args.top_p is None else args.top_p,
         seed=settings.seed if args.seed is None else args.seed,
     )
+    backend, canister = _canister(settings)
     chat_settings = ChatSettings(
         sampling=sampling,
         max_new_tokens=args.max_tokens,
         tokens_per_call=args.tokens_per_call or settings.tokens_per_call,
         instruction_budget=settings.instruction_budget,
+        time_sliced=runs_in_slices(backend),
     )
-    backend, canister = _canister(settings)
     conversation = Conversation(canister, Gpt2Tokenizer(), chat_settings)
     try:
         stream: Callable[[str], None] | None = None
@@ -257,6 +259,10 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
                 "calls": len(result.calls),
                 "instructions": [c.instructions for c in result.calls],
                 "call_kinds": [c.kind for c in result.calls],
+                # DTS slices each call takes (or would take) on a replica: ~1 s each.
+                "slices": [slices(c.instructions) for c in result.calls],
+                "cycles": result.cycles,
+                "cycles_per_1000_tokens": result.cycles_per_1000_tokens,
                 "seconds": round(result.seconds, 3),
             }
             print(json.dumps(out))
@@ -271,11 +277,36 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
+    from gpt2_chat.client.chat import ChatSettings
+    from gpt2_chat.client.cycles import (
+        balance_is_low,
+        cost_per_1000_tokens,
+        decode_instructions_per_token,
+        update_call_cost,
+    )
+    from gpt2_chat.client.dts import runs_in_slices
+
     backend, canister = _canister(settings)
     try:
         info = canister.model_info()
     finally:
         backend.close()
+    per_token = (
+        decode_instructions_per_token(info.config, info.dtype)
+        if info.config and info.dtype
+        else None
+    )
+    chat = ChatSettings(
+        tokens_per_call=settings.tokens_per_call,
+        instruction_budget=settings.instruction_budget,
+        time_sliced=runs_in_slices(backend),
+    )
+    tokens_per_call = chat.tokens_per_call_at(per_token)
+    # `cycles` arrives with a canister that reports its balance; older ones do not.
+    balance = getattr(info, "cycles", None)
+    call_cycles = (
+        update_call_cost(round(per_token * tokens_per_call), 100).total if per_token else None
+    )
     data = {
         "backend": backend.description,
         "loaded": info.loaded,
@@ -287,6 +318,16 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         "config": asdict(info.config) if info.config else None,
         "weights_heap_bytes": info.weights_heap_bytes,
         "sessions": info.sessions,
+        "cycles_per_1000_tokens": (
+            cost_per_1000_tokens(per_token, tokens_per_call) if per_token else None
+        ),
+        "cycles_per_generate_call": call_cycles,
+        "cycles_balance": balance,
+        "cycles_low": (
+            balance_is_low(balance, call_cycles)
+            if isinstance(balance, int) and call_cycles
+            else None
+        ),
     }
     if args.json:
         print(json.dumps(data))
@@ -299,6 +340,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from gpt2_chat.client.canister import Sampling
     from gpt2_chat.client.chat import ChatSettings, Conversation
+    from gpt2_chat.client.dts import runs_in_slices
     from gpt2_chat.client.tokenizer import Gpt2Tokenizer
 
     backend, canister = _canister(settings)
@@ -318,6 +360,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
                 settings.max_new_tokens,
                 settings.tokens_per_call,
                 settings.instruction_budget,
+                time_sliced=runs_in_slices(backend),
             ),
         )
         print(f"gpt2-chat on {backend.description}. Empty line or Ctrl-D to quit.")
@@ -338,7 +381,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             print(
                 f"\n  [{len(result.token_ids)} tokens, {result.tokens_per_second:.1f} tok/s, "
-                f"{len(result.calls)} calls]"
+                f"{len(result.calls)} calls, {result.cycles:,} cycles]"
             )
         conversation.reset()
         return 0

@@ -15,8 +15,11 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Input, Static
 
+from gpt2_chat.backends.base import Backend
 from gpt2_chat.client.canister import Gpt2Canister, Sampling
-from gpt2_chat.client.chat import ChatSettings, Conversation, TurnResult
+from gpt2_chat.client.chat import CallStats, ChatSettings, Conversation, TurnResult
+from gpt2_chat.client.cycles import balance_is_low
+from gpt2_chat.client.dts import runs_in_slices
 from gpt2_chat.client.tokenizer import Gpt2Tokenizer
 from gpt2_chat.errors import EXPECTED_ERRORS, BackendError
 from gpt2_chat.settings import Settings
@@ -32,13 +35,14 @@ STOP_NOTES = {
 }
 
 
-def chat_settings(settings: Settings) -> ChatSettings:
+def chat_settings(settings: Settings, backend: Backend) -> ChatSettings:
     """What a turn uses, from the app's settings (read at the start of every turn)."""
     return ChatSettings(
         sampling=Sampling(settings.temperature, settings.top_k, settings.top_p, settings.seed),
         max_new_tokens=settings.max_new_tokens,
         tokens_per_call=settings.tokens_per_call,
         instruction_budget=settings.instruction_budget,
+        time_sliced=runs_in_slices(backend),
     )
 
 
@@ -50,10 +54,17 @@ class TurnStats:
     instructions_per_token: float | None
     context: int
     n_ctx: int
+    #: Cycles the turn cost, and 1,000 tokens at its rate (client/cycles.py).
+    cycles: int | None = None
+    cycles_per_1000_tokens: int | None = None
+    #: The canister's balance when it would not pay for the next 100 calls like these.
+    low_balance: int | None = None
 
     @staticmethod
-    def of(result: TurnResult, context: int, n_ctx: int) -> TurnStats:
+    def of(result: TurnResult, context: int, n_ctx: int, balance: int | None) -> TurnStats:
         tokens = len(result.token_ids)
+        per_call = result.cycles // len(result.calls) if result.calls else 0
+        low = balance is not None and per_call > 0 and balance_is_low(balance, per_call)
         return TurnStats(
             tokens=tokens,
             tokens_per_second=result.tokens_per_second,
@@ -61,14 +72,24 @@ class TurnStats:
             instructions_per_token=result.generate_instructions / tokens if tokens else None,
             context=context,
             n_ctx=n_ctx,
+            cycles=result.cycles,
+            cycles_per_1000_tokens=result.cycles_per_1000_tokens,
+            low_balance=balance if low else None,
         )
 
     def __str__(self) -> str:
         per_token = si(self.instructions_per_token) if self.instructions_per_token else "-"
-        return (
+        text = (
             f"{self.tokens} tokens · {self.tokens_per_second:.1f} tok/s · {self.calls} calls · "
             f"{per_token} instr/tok · context {self.context}/{self.n_ctx}"
         )
+        if self.cycles is not None:
+            text += f" · {si(self.cycles)} cycles"
+        if self.cycles_per_1000_tokens is not None:
+            text += f" ({si(self.cycles_per_1000_tokens)}/1k tok)"
+        if self.low_balance is not None:
+            text += f" · low balance: {si(self.low_balance)} cycles, top up"
+        return text
 
 
 class ChatMessage(Static):
@@ -134,6 +155,7 @@ class ChatView(Pane):
         self._active_reply: ChatMessage | None = None
         self._calls = 0
         self._tokens = 0
+        self._prompt_read = 0
         self._sent_text = ""
         self.last_stats: TurnStats | None = None
 
@@ -255,13 +277,13 @@ class ChatView(Pane):
             return
         self.query_one("#prompt", Input).value = ""
         conversation = self._conversation(connection)
-        conversation.settings = chat_settings(app.settings)
+        conversation.settings = chat_settings(app.settings, conversation.canister.backend)
         self.transcript.mount(ChatMessage("user", text))
         reply = ChatMessage("model")
         self.transcript.mount(reply)
         self.transcript.scroll_end(animate=False)
         self._cancel = threading.Event()
-        self._calls = self._tokens = 0
+        self._calls = self._tokens = self._prompt_read = 0
         self._active_reply = reply
         self.busy = True
         self._status("GPT-2 is replying… Esc stops")
@@ -284,7 +306,7 @@ class ChatView(Pane):
                 self.tokenizer = Gpt2Tokenizer()
             canister = Gpt2Canister(connection.backend)
             self.conversation = Conversation(
-                canister, self.tokenizer, chat_settings(self.gpt2_app.settings)
+                canister, self.tokenizer, chat_settings(self.gpt2_app.settings, connection.backend)
             )
             self._conversation_connection = connection
         return self.conversation
@@ -339,14 +361,16 @@ class ChatView(Pane):
                 text,
                 lambda piece: self.later(self._piece, reply, piece),
                 cancel,
-                lambda call: self.later(self._call_done, call.kind, call.tokens),
+                lambda call: self.later(self._call_done, call),
             )
         except ConnectionClosed:
             self.later(self._turn_failed, conversation, reply, None)
         except EXPECTED_ERRORS as e:
             self.later(self._turn_failed, conversation, reply, e)
         else:
-            stats = TurnStats.of(result, len(conversation.context), conversation.n_ctx)
+            # `cycles` arrives with a canister that reports its balance; older ones do not.
+            balance = getattr(self.gpt2_app.model_info, "cycles", None)
+            stats = TurnStats.of(result, len(conversation.context), conversation.n_ctx, balance)
             self.later(self._turn_done, conversation, reply, result, stats)
 
     @work(thread=True, group="chat-cleanup")
@@ -364,13 +388,17 @@ class ChatView(Pane):
         if at_end:
             self.transcript.scroll_end(animate=False)
 
-    def _call_done(self, kind: str, tokens: int) -> None:
+    def _call_done(self, call: CallStats) -> None:
         if not self.busy:
             return
         self._calls += 1
-        if kind == "generate":
-            self._tokens += tokens
-        phase = "reading the prompt" if kind == "prefill" else f"{self._tokens} tokens"
+        if call.kind == "generate":
+            self._tokens += call.tokens
+            phase = f"{self._tokens} tokens"
+        else:
+            self._prompt_read += call.tokens
+            total = self._prompt_read + call.remaining
+            phase = f"reading the prompt {self._prompt_read}/{total} tokens"
         self._status(f"GPT-2 is replying… {phase} · {self._calls} calls · Esc stops")
 
     def _end_turn(self, reply: ChatMessage) -> bool:

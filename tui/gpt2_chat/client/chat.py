@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gpt2_chat.client.canister import Gpt2Canister, Sampling
+from gpt2_chat.client.cycles import chat_call_cost, cost_per_1000_tokens
+from gpt2_chat.client.dts import ONE_SLICE_BUDGET, tokens_fitting
 from gpt2_chat.client.tokenizer import Gpt2Tokenizer
 
 USER_PREFIX = "\n\nUser: "
@@ -27,6 +29,8 @@ class CallStats:
     kind: str  # "prefill" or "generate"
     tokens: int
     instructions: int
+    #: Prefill: the prompt tokens still to read after this call (for progress).
+    remaining: int = 0
 
 
 @dataclass
@@ -46,14 +50,49 @@ class TurnResult:
     def tokens_per_second(self) -> float:
         return len(self.token_ids) / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def cycles(self) -> int:
+        """What the turn's calls cost the canister in cycles (client/cycles.py)."""
+        return sum(chat_call_cost(c.kind, c.tokens, c.instructions) for c in self.calls)
+
+    @property
+    def cycles_per_1000_tokens(self) -> int | None:
+        """1,000 tokens at this turn's instructions per token and tokens per call."""
+        generate = [c for c in self.calls if c.kind == "generate" and c.tokens]
+        tokens = sum(c.tokens for c in generate)
+        if not tokens:
+            return None
+        per_token = sum(c.instructions for c in generate) / tokens
+        return cost_per_1000_tokens(per_token, round(tokens / len(generate)))
+
 
 @dataclass
 class ChatSettings:
     sampling: Sampling = field(default_factory=Sampling)
     max_new_tokens: int = 64
     tokens_per_call: int = 8
-    #: Instructions per call; None = the canister's default.
+    #: Instructions per call; None = the canister's default, or one slice when time_sliced.
     instruction_budget: int | None = None
+    #: The backend runs long updates in slices, one per round (a replica, see client/dts.py):
+    #: unless instruction_budget says otherwise, every call is sized to one slice.
+    time_sliced: bool = False
+
+    @property
+    def one_slice_per_call(self) -> bool:
+        return self.time_sliced and self.instruction_budget is None
+
+    def tokens_per_call_at(self, instructions_per_token: float | None) -> int:
+        """Tokens to ask of one generate call, given the measured cost of a token."""
+        if self.one_slice_per_call and instructions_per_token is not None:
+            return min(
+                self.tokens_per_call, tokens_fitting(ONE_SLICE_BUDGET, instructions_per_token)
+            )
+        return self.tokens_per_call
+
+    @property
+    def call_budget(self) -> int | None:
+        """The instruction budget each prefill and generate call passes to the canister."""
+        return ONE_SLICE_BUDGET if self.one_slice_per_call else self.instruction_budget
 
 
 class Conversation:
@@ -71,6 +110,8 @@ class Conversation:
         self.context: list[int] = []
         #: Turn boundaries in `context`, so the oldest turns can be dropped.
         self.turn_starts: list[int] = []
+        #: Instructions per generated token in the last generate call (calls included).
+        self.generate_cost: float | None = None
 
     def reset(self) -> None:
         if self.session is not None:
@@ -139,11 +180,13 @@ class Conversation:
             reply = self.canister.session_generate(
                 session,
                 len(self.context),
-                min(self.settings.tokens_per_call, max_new - len(generated)),
-                self.settings.instruction_budget,
+                min(self.settings.tokens_per_call_at(self.generate_cost), max_new - len(generated)),
+                self.settings.call_budget,
                 self.settings.sampling,
             )
             calls.add(CallStats("generate", len(reply.tokens), reply.instructions))
+            if reply.tokens:
+                self.generate_cost = reply.instructions / len(reply.tokens)
             generated += reply.tokens
             # The session's context ends at the reply's position: when the context is full,
             # the last token is the one it predicts, which is not added to it.
@@ -160,7 +203,9 @@ class Conversation:
             emitted = max(emitted, len(visible))
             if cut is not None:
                 break
-            if reply.stop != "MaxTokens":
+            # A call cut at one slice by the canister's own estimate only ends the call.
+            sliced = self.settings.one_slice_per_call and reply.stop == "InstructionBudget"
+            if reply.stop != "MaxTokens" and not (sliced and reply.tokens):
                 stop = reply.stop
                 break
         if stop != "StopString":
@@ -185,11 +230,11 @@ class Conversation:
         pending = prompt[len(self.context) :]
         while pending:
             reply = self.canister.session_prefill(
-                session, len(self.context), pending, self.settings.instruction_budget
+                session, len(self.context), pending, self.settings.call_budget
             )
-            calls.add(CallStats("prefill", reply.consumed, reply.instructions))
             self.context += pending[: reply.consumed]
             pending = pending[reply.consumed :]
+            calls.add(CallStats("prefill", reply.consumed, reply.instructions, len(pending)))
 
     def _make_room(self, needed: int) -> None:
         """Drops the oldest turns until `needed` more tokens fit in the context."""

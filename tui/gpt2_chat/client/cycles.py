@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpt2_chat.client.canister import ModelConfig
+
 #: `update_message_execution_fee`
 UPDATE_MESSAGE_FEE = 5_000_000
 #: `ten_update_instructions_execution_fee`: 4 cycles per 10 instructions.
@@ -47,3 +49,43 @@ def cost_per_1000_tokens(instructions_per_token: float, tokens_per_call: int) ->
     calls = -(-1000 // max(tokens_per_call, 1))
     per_call = update_call_cost(round(instructions_per_token * tokens_per_call), 100).total
     return calls * per_call
+
+
+#: Bytes of a prefill call's argument per prompt token (a Candid `vec nat32`).
+PREFILL_BYTES_PER_TOKEN = 4
+#: A call's argument apart from its prompt tokens: session, position, budget, sampling.
+CALL_ARG_BYTES = 100
+
+
+def chat_call_cost(kind: str, tokens: int, instructions: int) -> int:
+    """Cycles of one chat call: `generate`, or `prefill` of `tokens` prompt tokens."""
+    arg_bytes = CALL_ARG_BYTES + (PREFILL_BYTES_PER_TOKEN * tokens if kind == "prefill" else 0)
+    return update_call_cost(instructions, arg_bytes).total
+
+
+#: Decode instructions per multiply-accumulate of a generated token, fitted to the embedded
+#: runtime's measurements (docs/benchmarks.md: GPT-2 124M's 123.5M MACs per token take 87M
+#: instructions in int8, 246M in f32; the int8 fit predicts gpt2-medium's and -large's
+#: measured 244M and 524M within 3%).
+#: Keys are the file dtypes `model_info` reports; F16/BF16 weights run as f32 in memory.
+DECODE_INSTRUCTIONS_PER_MAC = {"I8": 0.70, "F32": 2.0, "F16": 2.0, "BF16": 2.0}
+
+
+def decode_instructions_per_token(config: ModelConfig, dtype: str) -> float | None:
+    """Estimated instructions per generated token of a model, or None for a dtype without a
+    measurement."""
+    per_mac = DECODE_INSTRUCTIONS_PER_MAC.get(dtype)
+    if per_mac is None:
+        return None
+    e = config.n_embd
+    macs = config.n_layer * (4 * e * e + 2 * e * config.n_inner) + e * config.vocab_size
+    return macs * per_mac
+
+
+#: Warn when the canister's balance would not pay for this many more calls.
+LOW_BALANCE_CALLS = 100
+
+
+def balance_is_low(balance: int, cycles_per_call: int) -> bool:
+    """Whether `balance` cycles would not pay for the next LOW_BALANCE_CALLS calls."""
+    return balance < LOW_BALANCE_CALLS * cycles_per_call
