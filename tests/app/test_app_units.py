@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from gpt2_chat.app.chat_view import TurnStats
 from gpt2_chat.app.fmt import duration, short_path, short_sha, si
 from gpt2_chat.app.model_view import canister_state, prepared_name
 from gpt2_chat.client.canister import ModelConfig, ModelInfo, UploadState
+from gpt2_chat.client.chat import CallStats, TurnResult
+from gpt2_chat.client.cycles import chat_call_cost
 
 
 def info(
@@ -58,3 +61,17 @@ def test_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert prepared_name("ckpt") == "ckpt.safetensors"
     assert prepared_name(str(tmp_path / "ckpt") + "/") == "ckpt.safetensors"
+
+
+def test_turn_stats_show_cycles_and_a_low_balance() -> None:
+    calls = [CallStats("prefill", 20, 1_000_000_000), CallStats("generate", 10, 870_000_000)]
+    result = TurnResult("hi", [1] * 10, [2] * 20, "MaxTokens", calls, 1.0)
+    cycles = sum(chat_call_cost(c.kind, c.tokens, c.instructions) for c in calls)
+    rich = TurnStats.of(result, 30, 1024, balance=10**15)
+    assert rich.cycles == result.cycles == cycles
+    assert f"· {si(cycles)} cycles (" in str(rich) and "/1k tok)" in str(rich)
+    assert "low balance" not in str(rich)
+    # 100 more calls like these cost 100 × cycles/2: a balance below that is flagged.
+    poor = TurnStats.of(result, 30, 1024, balance=40 * cycles)
+    assert str(poor).endswith(f"· low balance: {si(40 * cycles)} cycles, top up")
+    assert "low balance" not in str(TurnStats.of(result, 30, 1024, balance=None))

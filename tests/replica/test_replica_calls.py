@@ -41,9 +41,11 @@ ARG = b"DIDL\x00\x01\x7e\x01"
 REPLY = b"DIDL\x00\x01\x71\x02hi"
 
 #: dfinity/ic rs/http_endpoints/public/src/call/call_sync.rs: the 202 bodies of the sync
-#: call endpoint (certification timeout; message not trackable; no certified state yet).
+#: call endpoint (certification timeout; the same message sent again while it runs; message
+#: not trackable; no certified state yet).
 ACCEPTED_REASONS = [
     b"Message did not complete execution and certification within the replica defined timeout.",
+    b"Duplicate request. Message is already being tracked and executed.",
     b"Could not track the ingress message. Please try /read_state for the status.",
     b"Certified state is not available. Please try /read_state.",
 ]
@@ -91,6 +93,28 @@ def test_a_202_with_a_text_reason_is_polled(http_server: FakeServer, reason: byt
     assert backend.update("generate", ARG).data == REPLY
     assert len(call_ids) == 1  # not resent
     assert polls == [call_ids[0]] * 2  # the same request id, until it replied
+    backend.close()
+
+
+def test_a_resent_call_the_replica_is_running_is_polled(http_server: FakeServer) -> None:
+    """The connection drops after the call arrived; the same envelope sent again gets the
+    duplicate-request 202 and the reply comes from read_state."""
+    calls: list[bytes] = []
+
+    def call(r: Served) -> tuple[int, bytes] | None:
+        calls.append(r.body)
+        return None if len(calls) == 1 else (202, ACCEPTED_REASONS[1])
+
+    def read_state(r: Served) -> tuple[int, bytes]:
+        if len(calls) < 2:  # asked before the resend: not known yet
+            return 200, cbor({"certificate": empty_certificate()})
+        rid = content_of(r.body)["paths"][0][1]
+        return 200, cbor({"certificate": request_status_certificate(rid, "replied", reply=REPLY)})
+
+    _route(http_server, call=call, read_state=read_state)
+    backend = _backend(http_server)
+    assert backend.update("generate", ARG).data == REPLY
+    assert len(calls) == 2 and calls[0] == calls[1]
     backend.close()
 
 
@@ -411,6 +435,19 @@ def test_a_discarded_reply_reads_as_expired(http_server: FakeServer) -> None:
     backend = _backend(http_server)
     with pytest.raises(RequestExpired, match="already discarded its reply"):
         backend.update("generate", ARG)
+    backend.close()
+
+
+def test_only_a_stranger_is_suspected_of_being_the_wrong_url(http_server: FakeServer) -> None:
+    """Garbage from an endpoint that has answered like a replica is its fault, not the URL's."""
+    answers = iter([(200, cbor({"status": "replied", "reply": {"arg": REPLY}}))])
+    http_server.responder = lambda r: next(answers, (200, b"<html>502 from a proxy</html>"))
+    backend = _backend(http_server)
+    assert backend.query("model_info", ARG).data == REPLY
+    with pytest.raises(NotAReplica) as err:
+        backend.query("model_info", ARG)
+    assert "did not answer `model_info` like an IC replica" in str(err.value)
+    assert "right URL" not in str(err.value)
     backend.close()
 
 
