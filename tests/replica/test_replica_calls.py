@@ -24,8 +24,7 @@ from replica_fakes import (
     request_status_tree,
 )
 
-from gpt2_chat.backends.replica import ReplicaBackend
-from gpt2_chat.backends.replica import backend as backend_module
+from gpt2_chat.backends.replica import ReplicaBackend, envelopes
 from gpt2_chat.backends.replica.certificate import MAINNET_ROOT_KEY
 from gpt2_chat.backends.replica.errors import (
     CertificateInvalid,
@@ -415,7 +414,7 @@ def test_a_replicated_busy_rejection_is_retried(http_server: FakeServer) -> None
 def test_a_call_the_replica_forgot_after_its_expiry(
     http_server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backend_module, "_INGRESS_EXPIRY_S", 0)
+    monkeypatch.setattr(envelopes, "INGRESS_EXPIRY_S", 0)
     _route(
         http_server,
         call=lambda r: (202, ACCEPTED_REASONS[0]),

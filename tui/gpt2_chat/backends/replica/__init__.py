@@ -1,8 +1,9 @@
 """The replica backend: a canister on a real IC network over its HTTP interface.
 
-Modules: `networks` (network names, canister ids), `transport` (HTTP under one deadline),
-`certificate` (certificate verification), `rejects` (reject codes as typed errors, whose
-classes are in `errors`), `backend` (queries, calls, polling).
+Modules: `networks` (network names, canister ids), `envelopes` (signed requests),
+`transport` (HTTP under one deadline), `certificate` (certificate verification), `rejects`
+and `failures` (reject codes and transport failures as the typed errors of `errors`),
+`backend` (queries, calls, polling).
 """
 
 from gpt2_chat.backends.replica.backend import ReplicaBackend

@@ -26,7 +26,6 @@ icp-py-core is untyped; everything it hands back is narrowed at the call site.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,8 +33,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import cbor2
-import httpx
-from icp_agent.agent import sign_request, to_request_id
 from icp_identity.identity import Identity
 from icp_principal.principal import Principal
 
@@ -45,14 +42,17 @@ from gpt2_chat.backends.replica.certificate import (
     VerifiedCertificate,
     verify_certificate,
 )
+from gpt2_chat.backends.replica.envelopes import (
+    call_content,
+    request_status_envelope,
+    signed,
+)
 from gpt2_chat.backends.replica.errors import (
     CertificateInvalid,
     NotAReplica,
-    ReplicaBusy,
-    ReplicaTimeout,
-    ReplicaUnreachable,
     RequestExpired,
 )
+from gpt2_chat.backends.replica.failures import body_text, transport_error
 from gpt2_chat.backends.replica.networks import (
     is_local_url,
     is_mainnet_url,
@@ -63,7 +63,6 @@ from gpt2_chat.backends.replica.networks import (
 from gpt2_chat.backends.replica.rejects import (
     Rejected,
     as_text,
-    missing_canister,
     one_line,
     rejection,
     rejection_error,
@@ -72,8 +71,6 @@ from gpt2_chat.backends.replica.transport import Deadline, HttpFailure, Transpor
 from gpt2_chat.errors import BackendError
 from gpt2_chat.identity import load_identity
 
-#: The IC accepts ingress_expiry up to 5 minutes ahead; stay well inside it.
-_INGRESS_EXPIRY_S = 4 * 60
 #: The status endpoint (health, root key) answers at once or not at all.
 _STATUS_TIMEOUT_S = 15.0
 
@@ -158,7 +155,8 @@ class ReplicaBackend:
 
     def query(self, method: str, arg: bytes) -> Reply:
         deadline = Deadline.after(self.timeout)
-        envelope, _ = self._sign(self._content("query", method, arg))
+        content = call_content(self.identity, self._canister_bytes, "query", method, arg)
+        envelope, _ = signed(self.identity, content)
         try:
             return Reply(
                 self._retrying(
@@ -224,8 +222,8 @@ class ReplicaBackend:
         # id would only fetch that rejection again. gpt2_backend's updates are idempotent
         # (offset-checked chunks, position-checked prefill/generate), so a new message
         # cannot apply twice.
-        content = self._content("call", method, arg)
-        envelope, request_id = self._sign(content)
+        content = call_content(self.identity, self._canister_bytes, "call", method, arg)
+        envelope, request_id = signed(self.identity, content)
         return self._call_and_wait(envelope, request_id, content["ingress_expiry"], deadline)
 
     def _call_and_wait(
@@ -298,7 +296,9 @@ class ReplicaBackend:
     def _request_status(
         self, request_id: bytes, deadline: Deadline
     ) -> tuple[str, VerifiedCertificate] | None:
-        status, body = self._post(_READ_STATE, self._read_state_envelope(request_id), deadline)
+        status, body = self._post(
+            _READ_STATE, request_status_envelope(self.identity, request_id), deadline
+        )
         response = self._decode_response(status, body)
         certificate = self._verified(response.get("certificate"), deadline)
         value = as_text(certificate.lookup(b"request_status", request_id, b"status"))
@@ -354,36 +354,6 @@ class ReplicaBackend:
 
     # ------------------------------------------------------------------ requests
 
-    def _content(self, request_type: str, method: str, arg: bytes) -> dict[str, Any]:
-        return {
-            "request_type": request_type,
-            "sender": self.identity.sender().bytes,
-            "canister_id": self._canister_bytes,
-            "method_name": method,
-            "arg": bytes(arg),
-            "ingress_expiry": time.time_ns() + _INGRESS_EXPIRY_S * 1_000_000_000,
-            # A fresh nonce makes every call its own message: the IC deduplicates messages
-            # with equal request ids, which would merge two identical generate calls.
-            "nonce": os.urandom(16),
-        }
-
-    def _sign(self, content: dict[str, Any]) -> tuple[bytes, bytes]:
-        """The CBOR envelope and the request id."""
-        if getattr(self.identity, "anonymous", False):
-            # icp-py-core would send null sender_pubkey/sender_sig; the spec says omit them.
-            return cbor2.dumps({"content": content}), bytes(to_request_id(content))
-        request_id, envelope = sign_request(content, self.identity)
-        return bytes(envelope), bytes(request_id)
-
-    def _read_state_envelope(self, request_id: bytes) -> bytes:
-        content = {
-            "request_type": "read_state",
-            "sender": self.identity.sender().bytes,
-            "paths": [[b"request_status", request_id]],
-            "ingress_expiry": time.time_ns() + _INGRESS_EXPIRY_S * 1_000_000_000,
-        }
-        return self._sign(content)[0]
-
     def _sleep_backoff(self, attempt: int, deadline: Deadline) -> None:
         pause = min(self.backoff_s * 2 ** (attempt - 1), 2.0, deadline.remaining())
         time.sleep(max(0.0, pause))
@@ -432,7 +402,15 @@ class ReplicaBackend:
         if isinstance(e, Rejected):
             return rejection_error(e, method, self.canister_id, self.url)
         if isinstance(e, HttpFailure):
-            return self._transport_error(e, method, kind)
+            return transport_error(
+                e,
+                url=self.url,
+                is_local=self.is_local,
+                canister_id=self.canister_id,
+                method=method,
+                seconds=min(self.timeout, _STATUS_TIMEOUT_S) if kind == "status" else self.timeout,
+                is_update=kind == "update",
+            )
         if isinstance(e, _BadResponse):
             # Only an endpoint that never answered like a replica may be the wrong URL.
             hint = "" if self._answered else ": is this the right URL?"
@@ -441,78 +419,18 @@ class ReplicaBackend:
             )
         return BackendError(f"`{method}` on {self.url} failed: {one_line(str(e)) or type(e)}")
 
-    def _transport_error(self, e: HttpFailure, method: str, kind: str) -> BackendError:
-        url = self.url
-        if e.kind == "closed":
-            return BackendError("this replica connection is closed")
-        if e.kind == "refused":
-            if self.is_local and url.endswith(":4943"):
-                return ReplicaUnreachable(
-                    f"cannot reach the local replica at {url}: is `dfx start` running?"
-                )
-            if self.is_local:
-                return ReplicaUnreachable(
-                    f"cannot reach the local replica at {url}: is the local network running "
-                    "(`dfx start` or `icp network start -d`)?"
-                )
-            return ReplicaUnreachable(f"cannot reach {url}: connection refused")
-        if e.kind == "connect":
-            hint = "" if self.is_local else "; check the internet connection"
-            return ReplicaUnreachable(f"cannot reach {url}: {e.detail}{hint}")
-        if e.kind == "timeout":
-            seconds = self.timeout if kind != "status" else min(self.timeout, _STATUS_TIMEOUT_S)
-            return ReplicaTimeout(
-                f"{url} did not answer `{method}` within {seconds:g} s"
-                + ("; the call may still complete on the canister" if kind == "update" else "")
-            )
-        if e.kind == "network":
-            return ReplicaUnreachable(
-                f"the connection to {url} broke during `{method}`: {e.detail}"
-            )
-        if e.kind == "too_large":
-            return NotAReplica(f"{url} answered `{method}` with {e.detail}")
-        status = e.status or 0
-        text = _body_text(e.body)
-        lowered = text.lower()
-        # The HTTP interface answers these with plain text, no reject code to go by.
-        if "canister" in lowered and any(
-            w in lowered for w in ("not found", "not_found", "does not exist")
-        ):
-            return missing_canister(self.canister_id, url)
-        if status == 400 and "expiry" in lowered:
-            return RequestExpired(
-                f"{url} refused `{method}` because of its expiry time ({text}): "
-                "check this computer's clock"
-            )
-        reason = httpx.codes.get_reason_phrase(status)
-        detail = f": {text}" if text else ""
-        if status in (429, 502, 503, 504):
-            return ReplicaBusy(
-                f"{url} is not ready or overloaded (HTTP {status} {reason}) for `{method}`"
-                f"{detail}; try again shortly"
-            )
-        return BackendError(f"{url} answered `{method}` with HTTP {status} {reason}{detail}")
-
 
 def _decode_cbor(body: bytes) -> Mapping[Any, Any]:
     try:
         decoded = cbor2.loads(body)
     except Exception as e:  # cbor2 errors are not ValueErrors
-        preview = _body_text(body[:200])
+        preview = body_text(body[:200])
         raise _BadResponse(
             f"not CBOR: {preview!r}" if preview else "an empty or binary non-CBOR body"
         ) from e
     if not isinstance(decoded, Mapping):
         raise _BadResponse(f"CBOR {type(decoded).__name__} where a map was expected")
     return decoded
-
-
-def _body_text(body: bytes) -> str:
-    """An error body as one line of text; empty when the body is binary."""
-    text = body.decode("utf-8", "replace").strip()
-    if "\ufffd" in text or any(not c.isprintable() and not c.isspace() for c in text):
-        return ""
-    return one_line(text, 200)
 
 
 def _mentions_canister(body: bytes) -> bool:
