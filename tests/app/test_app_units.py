@@ -70,8 +70,8 @@ def test_turn_stats_show_cycles_and_a_low_balance() -> None:
     rich = TurnStats.of(result, 30, 1024, balance=10**15)
     assert rich.cycles == result.cycles == cycles
     assert f"· {si(cycles)} cycles (" in str(rich) and "/1k tok)" in str(rich)
-    assert "low balance" not in str(rich)
+    assert str(rich).endswith(f"· balance {si(10**15)} cycles")
     # 100 more calls like these cost 100 × cycles/2: a balance below that is flagged.
     poor = TurnStats.of(result, 30, 1024, balance=40 * cycles)
-    assert str(poor).endswith(f"· low balance: {si(40 * cycles)} cycles, top up")
-    assert "low balance" not in str(TurnStats.of(result, 30, 1024, balance=None))
+    assert str(poor).endswith(f"· balance {si(40 * cycles)} cycles (low: top up the canister)")
+    assert "balance" not in str(TurnStats.of(result, 30, 1024, balance=None))

@@ -57,8 +57,10 @@ class TurnStats:
     #: Cycles the turn cost, and 1,000 tokens at its rate (client/cycles.py).
     cycles: int | None = None
     cycles_per_1000_tokens: int | None = None
-    #: The canister's balance when it would not pay for the next 100 calls like these.
-    low_balance: int | None = None
+    #: The canister's cycle balance, when it reports one, and whether it would not pay for
+    #: the next 100 calls like this turn's.
+    balance: int | None = None
+    low_balance: bool = False
 
     @staticmethod
     def of(result: TurnResult, context: int, n_ctx: int, balance: int | None) -> TurnStats:
@@ -74,7 +76,8 @@ class TurnStats:
             n_ctx=n_ctx,
             cycles=result.cycles,
             cycles_per_1000_tokens=result.cycles_per_1000_tokens,
-            low_balance=balance if low else None,
+            balance=balance,
+            low_balance=low,
         )
 
     def __str__(self) -> str:
@@ -87,8 +90,10 @@ class TurnStats:
             text += f" · {si(self.cycles)} cycles"
         if self.cycles_per_1000_tokens is not None:
             text += f" ({si(self.cycles_per_1000_tokens)}/1k tok)"
-        if self.low_balance is not None:
-            text += f" · low balance: {si(self.low_balance)} cycles, top up"
+        if self.balance is not None:
+            text += f" · balance {si(self.balance)} cycles"
+            if self.low_balance:
+                text += " (low: top up the canister)"
         return text
 
 
