@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from replica_fakes import FakeServer, FakeTools, Served
+from replica_fakes import FakeServer, FakeTools, Served, is_subnet_read_state
 
 
 @pytest.fixture
@@ -40,10 +40,15 @@ def http_server() -> Iterator[FakeServer]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             served = Served(self.command, self.path, body)
-            is_status = (self.command, self.path) == ("GET", "/api/v2/status")
+            if (self.command, self.path) == ("GET", "/api/v2/status"):
+                log, respond = state.status_requests, state.status
+            elif is_subnet_read_state(served):
+                log, respond = state.subnet_requests, state.subnet
+            else:
+                log, respond = state.requests, state.responder
             with lock:
-                (state.status_requests if is_status else state.requests).append(served)
-            answer = (state.status if is_status else state.responder)(served)
+                log.append(served)
+            answer = respond(served)
             if answer is None:
                 self.close_connection = True  # hang up without an answer
                 return

@@ -25,9 +25,15 @@ from typing import Any
 
 import cbor2
 from icp_agent.agent import to_request_id
+from nacl.signing import SigningKey
 from py_arkworks_bls12381 import G1Point, G2Point, Scalar
 
 from gpt2_chat.backends.replica.certificate import BLS_DST, BLS_KEY_DER_PREFIX, root_hash
+from gpt2_chat.backends.replica.query_signatures import (
+    ED25519_DER_PREFIX,
+    RESPONSE_DOMAIN,
+    self_authenticating,
+)
 
 # ---------------------------------------------------------------------- fake tools
 
@@ -119,6 +125,10 @@ def _healthy_status(_: Served) -> tuple[int, bytes] | None:
     return 200, cbor({"replica_health_status": "healthy", "root_key": ROOT.public_der})
 
 
+def _subnet_state(_: Served) -> tuple[int, bytes] | None:
+    return 200, cbor({"certificate": subnet_certificate()})
+
+
 @dataclass
 class FakeServer:
     url: str
@@ -128,6 +138,10 @@ class FakeServer:
     responder: Responder = _ok_empty
     status: Responder = _healthy_status
     status_requests: list[Served] = field(default_factory=list)
+    #: read_state requests for /subnet (the node keys that sign query replies): answered by
+    #: `subnet`, recorded in `subnet_requests`, not in `requests`.
+    subnet: Responder = _subnet_state
+    subnet_requests: list[Served] = field(default_factory=list)
     #: Set when the test ends: handlers that wait on it (timeout tests) finish.
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -215,6 +229,73 @@ class FakeKey:
 
 #: The fake network's root key: every fake certificate is signed with it by default.
 ROOT = FakeKey(0x5EED)
+
+
+class FakeNode:
+    """A replica node: its Ed25519 key signs query replies (interface spec, "Query call")."""
+
+    def __init__(self, seed: int) -> None:
+        self._key = SigningKey(seed.to_bytes(32, "big"))
+        self.public_der = ED25519_DER_PREFIX + bytes(self._key.verify_key)
+        self.id = self_authenticating(self.public_der)
+
+    def sign_reply(
+        self, request_id: bytes, fields: dict[str, Any], time_ns: int | None = None
+    ) -> dict[str, Any]:
+        """`fields` (status and reply or rejection) with this node's signature added."""
+        timestamp = time.time_ns() if time_ns is None else time_ns
+        hashed = to_request_id({**fields, "timestamp": timestamp, "request_id": request_id})
+        signature = self._key.sign(RESPONSE_DOMAIN + bytes(hashed)).signature
+        return {
+            **fields,
+            "signatures": [{"timestamp": timestamp, "signature": signature, "identity": self.id}],
+        }
+
+
+#: The fake network's one node; its subnet is the root subnet (no delegation), as on a
+#: local replica: the subnet id is the root key's self-authenticating principal.
+NODE = FakeNode(7)
+ROOT_SUBNET_ID = self_authenticating(ROOT.public_der)
+ALL_CANISTERS = (b"\x00" * 10, b"\xff" * 10)
+
+
+def subnet_certificate(
+    nodes: tuple[FakeNode, ...] = (NODE,),
+    ranges: tuple[tuple[bytes, bytes], ...] = (ALL_CANISTERS,),
+) -> bytes:
+    """The root-signed /subnet subtree of the root subnet: its canister ranges and node keys."""
+    node_entries = [labeled(n.id, labeled(b"public_key", leaf(n.public_der))) for n in nodes]
+    node_tree = node_entries[0]
+    for entry in node_entries[1:]:
+        node_tree = fork(node_tree, entry)
+    subnet = fork(
+        labeled(b"canister_ranges", leaf(cbor([list(r) for r in ranges]))),
+        labeled(b"node", node_tree),
+    )
+    return ROOT.certificate(labeled(b"subnet", labeled(ROOT_SUBNET_ID, subnet)))
+
+
+def query_reply(r: Served, reply: bytes, node: FakeNode = NODE) -> tuple[int, bytes]:
+    """A signed `replied` answer to the query in `r`."""
+    fields = {"status": "replied", "reply": {"arg": reply}}
+    return 200, cbor(node.sign_reply(request_id_of(r.body), fields))
+
+
+def query_rejection(
+    r: Served, code: int, message: str, error_code: str, node: FakeNode = NODE
+) -> tuple[int, bytes]:
+    """A signed `rejected` answer to the query in `r`."""
+    fields = {
+        "status": "rejected",
+        "reject_code": code,
+        "reject_message": message,
+        "error_code": error_code,
+    }
+    return 200, cbor(node.sign_reply(request_id_of(r.body), fields))
+
+
+def is_subnet_read_state(r: Served) -> bool:
+    return r.path.endswith("/read_state") and content_of(r.body).get("paths") == [[b"subnet"]]
 
 
 def request_status_tree(request_id: bytes, status: str, **fields: Any) -> list[Any]:

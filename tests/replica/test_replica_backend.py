@@ -23,6 +23,8 @@ from replica_fakes import (
     content_of,
     empty_certificate,
     envelope,
+    query_rejection,
+    query_reply,
     request_id_of,
     request_status_certificate,
 )
@@ -281,7 +283,7 @@ def _replica(
 
 
 def _replied(r: Served) -> tuple[int, bytes]:
-    return 200, cbor({"status": "replied", "reply": {"arg": REPLY}})
+    return query_reply(r, REPLY)
 
 
 def test_query_returns_the_raw_reply(http_server: FakeServer) -> None:
@@ -451,17 +453,7 @@ def test_parallel_updates(http_server: FakeServer) -> None:
 
 
 def _rejected(code: int, message: str, error_code: str) -> Any:
-    return lambda r: (
-        200,
-        cbor(
-            {
-                "status": "rejected",
-                "reject_code": code,
-                "reject_message": message,
-                "error_code": error_code,
-            }
-        ),
-    )
+    return lambda r: query_rejection(r, code, message, error_code)
 
 
 # Messages as current replicas word them; codes from dfinity/ic rs/types/types/src/user_error.rs.

@@ -19,6 +19,8 @@ from replica_fakes import (
     cbor,
     content_of,
     empty_certificate,
+    query_rejection,
+    query_reply,
     request_id_of,
     request_status_certificate,
     request_status_tree,
@@ -346,12 +348,15 @@ def test_a_status_without_a_root_key_is_not_a_replica(http_server: FakeServer) -
 
 
 def _busy(r: Served) -> tuple[int, bytes]:
-    # The call endpoint says `non_replicated_rejection`, the query endpoint `rejected`.
+    # The call endpoint says `non_replicated_rejection`, the query endpoint `rejected` (signed).
+    message = "Canister bkyz2 has no more space in its ingress queue"
+    if r.path.endswith("/query"):
+        return query_rejection(r, 2, message, "IC0201")
     return 200, cbor(
         {
-            "status": "rejected" if r.path.endswith("/query") else "non_replicated_rejection",
+            "status": "non_replicated_rejection",
             "reject_code": 2,
-            "reject_message": "Canister bkyz2 has no more space in its ingress queue",
+            "reject_message": message,
             "error_code": "IC0201",
         }
     )
@@ -439,8 +444,8 @@ def test_a_discarded_reply_reads_as_expired(http_server: FakeServer) -> None:
 
 def test_only_a_stranger_is_suspected_of_being_the_wrong_url(http_server: FakeServer) -> None:
     """Garbage from an endpoint that has answered like a replica is its fault, not the URL's."""
-    answers = iter([(200, cbor({"status": "replied", "reply": {"arg": REPLY}}))])
-    http_server.responder = lambda r: next(answers, (200, b"<html>502 from a proxy</html>"))
+    answers = iter([lambda r: query_reply(r, REPLY)])
+    http_server.responder = lambda r: next(answers, lambda _: (200, b"<html>bad gateway</html>"))(r)
     backend = _backend(http_server)
     assert backend.query("model_info", ARG).data == REPLY
     with pytest.raises(NotAReplica) as err:

@@ -13,8 +13,9 @@ Built on icp-py-core's primitives (identities, principals, request signing) but 
   POST /api/v3/canister/<id>/read_state for request_status/<request id> until the outcome.
 
 Every certificate the outcome is read from is verified (certificate.py) against mainnet's
-built-in root key, or, for any other URL, the key the endpoint's /api/v2/status reports.
-Query replies are not verified: their node signatures are not checked (see README).
+built-in root key, or, for any other URL, the key the endpoint's /api/v2/status reports;
+every query reply's node signatures against the subnet's certified node keys
+(query_signatures.py).
 
 Each call has one deadline (`timeout`) for everything in it: submission, retries, polling,
 and every byte of every reply (transport.py). Every request carries a random nonce, so two
@@ -44,7 +45,7 @@ from gpt2_chat.backends.replica.certificate import (
 )
 from gpt2_chat.backends.replica.envelopes import (
     call_content,
-    request_status_envelope,
+    read_state_envelope,
     signed,
 )
 from gpt2_chat.backends.replica.errors import (
@@ -60,6 +61,11 @@ from gpt2_chat.backends.replica.networks import (
     resolve_network_url,
     short_id,
 )
+from gpt2_chat.backends.replica.query_signatures import (
+    SUBNET_PATH,
+    node_keys,
+    verify_query_reply,
+)
 from gpt2_chat.backends.replica.rejects import (
     Rejected,
     as_text,
@@ -73,6 +79,8 @@ from gpt2_chat.identity import load_identity
 
 #: The status endpoint (health, root key) answers at once or not at all.
 _STATUS_TIMEOUT_S = 15.0
+#: How long fetched node keys are used before they are fetched again (as agent-js does).
+_NODE_KEYS_TTL_S = 5 * 60.0
 
 T = TypeVar("T")
 
@@ -143,6 +151,9 @@ class ReplicaBackend:
         self._version: dict[str, str] = {}
         self._root_key: bytes | None = MAINNET_ROOT_KEY if self.is_mainnet else None
         self._root_key_lock = threading.Lock()
+        # The subnet's node keys, for query signatures: (monotonic time fetched, keys).
+        self._node_keys_cache: tuple[float, dict[bytes, bytes]] | None = None
+        self._node_keys_lock = threading.Lock()
         # Whether this endpoint has answered like an IC replica yet (for error hints).
         self._answered = False
 
@@ -156,11 +167,13 @@ class ReplicaBackend:
     def query(self, method: str, arg: bytes) -> Reply:
         deadline = Deadline.after(self.timeout)
         content = call_content(self.identity, self._canister_bytes, "query", method, arg)
-        envelope, _ = signed(self.identity, content)
+        envelope, request_id = signed(self.identity, content)
         try:
             return Reply(
                 self._retrying(
-                    lambda: self._query_once(envelope, deadline), deadline, transport=True
+                    lambda: self._query_once(envelope, request_id, deadline),
+                    deadline,
+                    transport=True,
                 )
             )
         except Exception as e:
@@ -204,8 +217,9 @@ class ReplicaBackend:
                 attempt += 1
                 self._sleep_backoff(attempt, deadline)
 
-    def _query_once(self, envelope: bytes, deadline: Deadline) -> bytes:
+    def _query_once(self, envelope: bytes, request_id: bytes, deadline: Deadline) -> bytes:
         response = self._cbor_post(_QUERY, envelope, deadline)
+        self._verify_query(response, request_id, deadline)
         status = as_text(response.get("status"))
         if status == "replied":
             reply = response.get("reply")
@@ -297,7 +311,9 @@ class ReplicaBackend:
         self, request_id: bytes, deadline: Deadline
     ) -> tuple[str, VerifiedCertificate] | None:
         status, body = self._post(
-            _READ_STATE, request_status_envelope(self.identity, request_id), deadline
+            _READ_STATE,
+            read_state_envelope(self.identity, [b"request_status", request_id]),
+            deadline,
         )
         response = self._decode_response(status, body)
         certificate = self._verified(response.get("certificate"), deadline)
@@ -332,6 +348,28 @@ class ReplicaBackend:
         if not isinstance(raw, bytes | bytearray):
             raise _BadResponse("a response without a certificate")
         return verify_certificate(bytes(raw), self._root_key_der(deadline), self._canister_bytes)
+
+    def _verify_query(
+        self, response: Mapping[Any, Any], request_id: bytes, deadline: Deadline
+    ) -> None:
+        try:
+            verify_query_reply(response, request_id, self._node_keys(deadline, fresh=False))
+        except CertificateInvalid:
+            # A subnet's nodes change now and then: check once more with its current keys.
+            verify_query_reply(response, request_id, self._node_keys(deadline, fresh=True))
+
+    def _node_keys(self, deadline: Deadline, *, fresh: bool) -> dict[bytes, bytes]:
+        with self._node_keys_lock:
+            cached = self._node_keys_cache
+            if cached is not None and not fresh and time.monotonic() - cached[0] < _NODE_KEYS_TTL_S:
+                return cached[1]
+        envelope = read_state_envelope(self.identity, SUBNET_PATH)
+        response = self._decode_response(*self._post(_READ_STATE, envelope, deadline))
+        certificate = self._verified(response.get("certificate"), deadline)
+        keys = node_keys(certificate, self._root_key_der(deadline), self._canister_bytes)
+        with self._node_keys_lock:
+            self._node_keys_cache = (time.monotonic(), keys)
+        return keys
 
     def _root_key_der(self, deadline: Deadline) -> bytes:
         """Mainnet's built-in key; any other network's from its /api/v2/status (the only

@@ -129,11 +129,14 @@ def lookup(tree: Tree, path: Sequence[bytes]) -> bytes | None:
     return _blob(node[1])
 
 
-def labeled_leaves(tree: Tree) -> Iterator[bytes]:
-    """The leaf values of the labeled children of `tree`."""
-    for child in _children(tree):
-        if child[0] == 2 and _node_kind(child[2]) == 3:
-            yield _blob(child[2][1])
+def labeled_children(tree: Tree, path: Sequence[bytes]) -> Iterator[tuple[bytes, Tree]]:
+    """(label, subtree) of each labeled child of the node at `path` (none when absent)."""
+    node = subtree(tree, path)
+    if node is None:
+        return
+    for child in _children(node):
+        if child[0] == 2:
+            yield _blob(child[1]), child[2]
 
 
 def leb128(data: bytes) -> int:
@@ -175,6 +178,8 @@ def bls_verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
 class VerifiedCertificate:
     tree: Tree
     time_ns: int
+    #: The subnet the root key delegated to, or None when the root key signed it.
+    subnet_id: bytes | None = None
 
     def lookup(self, *path: bytes) -> bytes | None:
         return lookup(self.tree, path)
@@ -190,10 +195,11 @@ def verify_certificate(
     if not isinstance(signature, bytes | bytearray):
         raise CertificateInvalid("a certificate without a signature")
     delegation = fields.get("delegation")
+    subnet_id = None
     if delegation is None:
         key_der, signer = root_key_der, "the root key"
     else:
-        key_der = _delegated_key(delegation, root_key_der, canister_id)
+        subnet_id, key_der = _delegated_key(delegation, root_key_der, canister_id)
         signer = "the delegated subnet key"
     _check_signature(tree, bytes(signature), key_der, f"the certificate's signature ({signer})")
     time_ns = _time(tree)
@@ -205,7 +211,7 @@ def verify_certificate(
             f"the certificate's time is {abs(skew_s) / 60:.0f} minutes {when} this "
             "computer's clock: check the clock, or the replica is serving stale state"
         )
-    return VerifiedCertificate(tree, time_ns)
+    return VerifiedCertificate(tree, time_ns, subnet_id)
 
 
 def _decode(raw: Any, what: str) -> dict[str, Any]:
@@ -239,7 +245,8 @@ def _time(tree: Tree) -> int:
     return leb128(value)
 
 
-def _delegated_key(delegation: Any, root_key_der: bytes, canister_id: bytes) -> bytes:
+def _delegated_key(delegation: Any, root_key_der: bytes, canister_id: bytes) -> tuple[bytes, bytes]:
+    """The delegation's (subnet id, subnet key), once it checks out."""
     if not isinstance(delegation, Mapping):
         raise CertificateInvalid("a malformed subnet delegation")
     subnet_id = delegation.get("subnet_id")
@@ -253,7 +260,7 @@ def _delegated_key(delegation: Any, root_key_der: bytes, canister_id: bytes) -> 
     if not isinstance(signature, bytes | bytearray):
         raise CertificateInvalid("a delegation certificate without a signature")
     _check_signature(tree, bytes(signature), root_key_der, "the subnet delegation's signature")
-    if not _in_ranges(tree, subnet_id, canister_id):
+    if not in_canister_ranges(tree, subnet_id, canister_id):
         raise CertificateInvalid(
             f"the canister is not in the delegated subnet's canister ranges "
             f"(subnet {subnet_id.hex()})"
@@ -261,17 +268,19 @@ def _delegated_key(delegation: Any, root_key_der: bytes, canister_id: bytes) -> 
     key = lookup(tree, [b"subnet", subnet_id, b"public_key"])
     if key is None:
         raise CertificateInvalid("a subnet delegation without the subnet's public key")
-    return key
+    return subnet_id, key
 
 
-def _in_ranges(tree: Tree, subnet_id: bytes, canister_id: bytes) -> bool:
+def in_canister_ranges(tree: Tree, subnet_id: bytes, canister_id: bytes) -> bool:
+    """Whether the tree assigns `canister_id` to the subnet (flat or sharded ranges)."""
     encoded: list[bytes] = []
     flat = lookup(tree, [b"subnet", subnet_id, b"canister_ranges"])
     if flat is not None:
         encoded.append(flat)
-    shards = subtree(tree, [b"canister_ranges", subnet_id])
-    if shards is not None:
-        encoded.extend(labeled_leaves(shards))
+    for _, shard in labeled_children(tree, [b"canister_ranges", subnet_id]):
+        value = lookup(shard, [])
+        if value is not None:
+            encoded.append(value)
     for blob in encoded:
         try:
             ranges = cbor2.loads(blob)

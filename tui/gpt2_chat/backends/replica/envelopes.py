@@ -45,12 +45,12 @@ def signed(identity: Identity, content: dict[str, Any]) -> tuple[bytes, bytes]:
     return bytes(envelope), bytes(request_id)
 
 
-def request_status_envelope(identity: Identity, request_id: bytes) -> bytes:
-    """A read_state envelope asking for request_status/<request_id>."""
+def read_state_envelope(identity: Identity, path: list[bytes]) -> bytes:
+    """A read_state envelope asking for one path of the state tree."""
     content = {
         "request_type": "read_state",
         "sender": identity.sender().bytes,
-        "paths": [[b"request_status", request_id]],
+        "paths": [path],
         "ingress_expiry": expiry_ns(),
     }
     return signed(identity, content)[0]
