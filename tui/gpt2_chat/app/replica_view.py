@@ -90,7 +90,13 @@ class ReplicaView(Pane):
         with VerticalScroll(id="replica-scroll"):
             yield SectionTitle("Backend", classes="-first")
             with Horizontal(classes="row"):
-                yield Select(NETWORK_CHOICES, id="network-choice", allow_blank=False, compact=True)
+                yield Select(
+                    NETWORK_CHOICES,
+                    id="network-choice",
+                    value=network_choice(self.gpt2_app.settings.network),
+                    allow_blank=False,
+                    compact=True,
+                )
             with Horizontal(classes="row hidden", id="custom-url-row"):
                 yield Input(id="custom-url", placeholder="https://… replica URL", compact=True)
                 yield Button("Use", id="use-url", compact=True)
@@ -172,6 +178,11 @@ class ReplicaView(Pane):
     @on(Select.Changed, "#network-choice")
     def _network_chosen(self, event: Select.Changed) -> None:
         choice = str(event.value)
+        # The Select reports its value when it mounts and when the settings set it: only a
+        # change away from the network in force (and not already overtaken) is a choice.
+        stale = event.value != event.select.value
+        if stale or choice == network_choice(self.gpt2_app.settings.network):
+            return
         self.query_one("#custom-url-row").set_class(choice != "url", "hidden")
         if choice == "url":
             self.query_one("#custom-url", Input).focus()
