@@ -51,13 +51,6 @@ SAMPLING = [
 FIELDS = CONNECTION + SAMPLING
 
 
-def check_network(network: str) -> None:
-    if network not in ("embedded", "local", "ic") and not network.startswith(
-        ("http://", "https://")
-    ):
-        raise ValueError("network must be embedded, local, ic or a replica URL (http://…)")
-
-
 def parse_field(field: Field, raw: str) -> object:
     """The value of one input; InvalidSetting naming the field when it does not parse."""
     text = raw.strip().replace("_", "")
@@ -66,11 +59,6 @@ def parse_field(field: Field, raw: str) -> object:
     if field.kind in ("text", "optional"):
         if not text:
             raise InvalidSetting(field.name, f"{field.label}: required")
-        if field.name == "network":
-            try:
-                check_network(raw.strip())
-            except ValueError as e:
-                raise InvalidSetting(field.name, f"{field.label}: {e}") from None
         return raw.strip()
     try:
         if field.name == "instruction_budget":
