@@ -163,3 +163,23 @@ def test_the_app_starts_on_the_configured_replica_and_saves_nothing(
     run(scenario())
     after = settings_file.read_text() if settings_file.exists() else None
     assert after == before
+
+
+def test_a_bad_settings_file_is_named_and_the_app_starts_with_defaults(
+    workdir: Path, no_dfx: Path
+) -> None:
+    path = workdir / "settings.json"
+    path.write_text('{"temperature": "hot"}')
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            errors = app.messages("error")
+            assert len(errors) == 1 and "settings.json" in errors[0], errors
+            assert "temperature must be a number" in errors[0]
+            assert "using the defaults" in errors[0]
+            assert app.settings.temperature == 0.7
+
+    run(scenario())
+    assert path.read_text() == '{"temperature": "hot"}'  # kept until the user saves

@@ -122,7 +122,9 @@ def expect_error(result: subprocess.CompletedProcess[str], message: str) -> None
 
 def test_errors_are_one_clear_line(tmp_path: Path, prepared: Path, env: dict[str, str]) -> None:
     expect_error(run(env, "upload", str(tmp_path / "missing.safetensors")), "no such file")
-    expect_error(run(env, "generate", "hi", "--max-tokens", "5"), "no model is loaded")
+    no_model = run(env, "generate", "hi", "--max-tokens", "5")
+    expect_error(no_model, "no model is loaded")
+    assert no_model.stdout == "hi\n"  # the echoed prompt's line is ended before the error
     expect_error(
         run(env, "generate", "hi", "--max-tokens", "0"),
         "--max-tokens 0: max_new_tokens must be between 1 and 1024",

@@ -207,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except EXPECTED_ERRORS as e:
         StatusLine.end()
-        print(f"error: {e}", file=sys.stderr)
+        # Quoted input may hold undecodable bytes (surrogates): shown escaped, never a crash.
+        message = str(e).encode("utf-8", "backslashreplace").decode()
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 
