@@ -34,6 +34,15 @@ ARGS_CASES = [
         "--max-tokens 0: max_new_tokens must be between 1 and 1024",
     ),
     (["generate", "Hello", "--max-tokens", "5000"], "--max-tokens 5000: max_new_tokens"),
+    (
+        [*GEN, "--instruction-budget", "5"],
+        "--instruction-budget 5: instruction_budget must be between 10M and 39B",
+    ),
+    ([*GEN, "--instruction-budget", "40B"], "--instruction-budget 40000000000: instruction_budget"),
+    (
+        [*GEN, "--instruction-budget", "lots"],
+        "argument --instruction-budget: 'lots' is not an instruction count",
+    ),
     ([*GEN, "--top-k", "abc"], "argument --top-k: invalid int value: 'abc'"),
     ([*GEN, "--seed", "1.5"], "argument --seed: invalid int value: '1.5'"),
     (["generate", "Hello"], "the following arguments are required: --max-tokens"),

@@ -111,3 +111,7 @@ def test_the_installed_command_works_from_any_directory(installed: Path, tmp_pat
     )
     assert out["prompt_ids"] == case["prompt_ids"]
     assert out["token_ids"] == case["greedy_ids"]
+    info = json.loads(_run(gpt2_chat, "info", "--json", cwd=elsewhere, env=env))
+    assert info["loaded"] is True
+    assert info["connection"]["network"] == {"value": "embedded", "from": "default"}
+    assert info["connection"]["state_dir"]["from"] == "GPT2_CHAT_STATE_DIR"

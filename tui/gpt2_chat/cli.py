@@ -23,6 +23,7 @@ from gpt2_chat.settings import (
     Settings,
     SettingsStore,
     chat_settings,
+    parse_instruction_count,
 )
 
 
@@ -83,7 +84,15 @@ SAMPLING_FLAGS = {
     "top_p": "--top-p",
     "seed": "--seed",
     "tokens_per_call": "--tokens-per-call",
+    "instruction_budget": "--instruction-budget",
 }
+
+
+def _instruction_count(text: str) -> int:
+    try:
+        return parse_instruction_count(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--tokens-per-call", type=int)
+    p.add_argument(
+        "--instruction-budget",
+        type=_instruction_count,
+        help="instructions per call, e.g. 500M or 30B (default: the canister's, 30B)",
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("info", help="model and upload state")
@@ -158,6 +172,14 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
 
 def _connection_flags(args: argparse.Namespace) -> dict[str, str | None]:
     return {o.name: getattr(args, o.name, None) for o in CONNECTION_OPTIONS}
+
+
+def _connection_sources(args: argparse.Namespace, settings: Settings) -> dict[str, object]:
+    store = SettingsStore(flags=_connection_flags(args))
+    return {
+        o.name: {"value": getattr(settings, o.name), "from": store.source(o.name)}
+        for o in CONNECTION_OPTIONS
+    }
 
 
 def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
@@ -305,6 +327,8 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         "config": asdict(info.config) if info.config else None,
         "weights_heap_bytes": info.weights_heap_bytes,
         "sessions": info.sessions,
+        # Where each connection setting in force came from (flag, variable, file, default).
+        "connection": _connection_sources(args, settings),
     }
     if args.json:
         print(json.dumps(data))
