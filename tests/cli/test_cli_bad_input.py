@@ -52,6 +52,7 @@ ARGS_CASES = [
     (["--network", "mainnet\udcff", "info"], "unknown network"),
     (["--network", "local", "info"], "no dfx.json in"),
     (["--identity", "missing.pem", "info"], "cannot read identity file"),
+    (["deploy"], "no dfx.json in"),
     (["upload", "missing.safetensors"], "no such file: missing.safetensors"),
 ]
 

@@ -387,8 +387,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
-    from gpt2_chat.replica import tools
+    from gpt2_chat.connect import dfx_project_dir
+    from gpt2_chat.replica.tools import ReplicaTools
 
+    tools = ReplicaTools(project_root=dfx_project_dir(settings))
     actions: dict[str, Callable[[], object]] = {
         "start": tools.start,
         "stop": tools.stop,
@@ -400,7 +402,7 @@ def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
     from gpt2_chat.connect import dfx_project_dir
-    from gpt2_chat.replica import tools
+    from gpt2_chat.replica.tools import ReplicaTools
 
     project = dfx_project_dir(settings)
     if project is None:
@@ -408,7 +410,7 @@ def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
             f"no dfx.json in {Path.cwd()} or above: run deploy from the gpt2-chat project "
             "or pass --project-dir"
         )
-    print(tools.deploy(project))
+    print(ReplicaTools(project_root=project).deploy())
     return 0
 
 
