@@ -51,6 +51,8 @@ ARGS_CASES = [
     (["--network", "https://", "info"], "`https://` is not a usable replica URL"),
     (["--network", "mainnet\udcff", "info"], "unknown network"),
     (["--network", "local", "info"], "no dfx.json in"),
+    (["--network", "foo"], "--network foo: unknown network `foo`"),
+    (["tui", "--network", "ftp://x"], "--network ftp://x: unknown network"),
     (["--identity", "missing.pem", "info"], "cannot read identity file"),
     (["deploy"], "no dfx.json in"),
     (["upload", "missing.safetensors"], "no such file: missing.safetensors"),

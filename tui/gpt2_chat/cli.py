@@ -382,8 +382,10 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_tui(args: argparse.Namespace) -> int:
     from gpt2_chat.app import run_app
 
-    flags = {k: v for k, v in _connection_flags(args).items() if v is not None}
-    return run_app(flags)
+    store = SettingsStore(flags=_connection_flags(args))
+    # A bad flag or variable stops here; a bad settings file is the app's to report.
+    store.checked()
+    return run_app(store)
 
 
 def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:

@@ -367,9 +367,9 @@ class Gpt2ChatApp(App[None]):
         return run
 
 
-def run_app(flags: Mapping[str, str] | None = None) -> int:
+def run_app(store: SettingsStore | None = None) -> int:
     """Runs the app until the user quits; 0."""
-    app = Gpt2ChatApp(flags=flags)
+    app = Gpt2ChatApp(store)
     try:
         app.run()
     finally:
