@@ -136,7 +136,7 @@ def _replica_start(
         for name, value in values.items():
             monkeypatch.setenv(f"GPT2_CHAT_{name.upper()}", value)
         return Gpt2ChatApp(), url
-    (workdir / "settings.json").write_text(json.dumps(values))
+    (workdir / "settings.json").write_text(json.dumps({**values, "theme": "nord"}))
     return Gpt2ChatApp(), url
 
 
@@ -159,6 +159,8 @@ def test_the_app_starts_on_the_configured_replica_and_saves_nothing(
             bar = shown(app, "#connection-bar")
             assert url in bar and "embedded" not in bar, bar
             assert app.query_one("#network-choice", Select).value == "url"
+            if way == "settings file":
+                assert app.theme == "nord"
 
     run(scenario())
     after = settings_file.read_text() if settings_file.exists() else None
