@@ -185,3 +185,36 @@ def test_a_bad_settings_file_is_named_and_the_app_starts_with_defaults(
 
     run(scenario())
     assert path.read_text() == '{"temperature": "hot"}'  # kept until the user saves
+
+
+def test_a_deploy_reconnects_an_app_on_the_local_network_by_url(
+    workdir: Path, no_dfx: Path
+) -> None:
+    dfx = no_dfx / "dfx"
+    dfx.write_text(
+        FAKE_DFX.replace(
+            '  *) echo "unexpected', '  deploy) echo "Deployed" ;;\n  *) echo "unexpected'
+        )
+    )
+    dfx.chmod(0o755)
+    (workdir / "dfx.json").write_text("{}")
+    reconnects: list[str] = []
+
+    class CountingApp(Gpt2ChatApp):
+        def reconnect(self) -> None:
+            reconnects.append(self.settings.network)
+            super().reconnect()
+
+    app = CountingApp(flags={"network": "http://127.0.0.1:4943/", "canister": "aaaaa-aa"})
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: not app.connecting, "the connection attempt")
+            await pilot.press("f3")
+            view = app.query_one("#replica-view")
+            await wait_for(pilot, lambda: view.found is not None and view.running is None, "dfx")  # type: ignore[attr-defined]
+            before = len(reconnects)
+            view.action_deploy()  # type: ignore[attr-defined]
+            await wait_for(pilot, lambda: len(reconnects) > before, "a reconnect after the deploy")
+
+    run(scenario())

@@ -256,6 +256,10 @@ class ReplicaView(Pane):
         else:
             self.later(self._command_done, what, status, None, result)
 
+    def _on_local_network(self) -> bool:
+        """The app talks to the local network these tools manage (by name or by URL)."""
+        return parse_network(self.gpt2_app.settings.network).url == self.tools.url
+
     def _command_done(
         self,
         what: str,
@@ -275,12 +279,12 @@ class ReplicaView(Pane):
             cid = getattr(result, "canister_id", None)
             app.notify(f"Deployed gpt2_backend{f': {cid}' if cid else ''}", title="Deploy")
             self._sync_settings()
-            if app.settings.network == "local":
+            if self._on_local_network():
                 app.reconnect()
         elif what == "start":
             if status is not None and status.running:
                 app.notify("The local network is running", title="Start")
-                if app.settings.network == "local" and app.connection is None:
+                if self._on_local_network() and app.connection is None:
                     app.reconnect()
             else:
                 url = status.url if status is not None else "its address"
