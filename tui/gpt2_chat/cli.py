@@ -209,7 +209,9 @@ def _check_utf8(text: str, what: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
         byte = ord(text[e.start]) & 0xFF
-        raise UsageError(f"{what} is not valid UTF-8 (byte 0x{byte:02x} at {e.start})") from None
+        raise UsageError(
+            f"{what} is not valid UTF-8 (byte 0x{byte:02x} at character {e.start})"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
