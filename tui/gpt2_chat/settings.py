@@ -272,7 +272,8 @@ class SettingsStore:
         return entry[1] if entry else None
 
     def source(self, name: str) -> str:
-        """Where the value in force comes from: a flag, a variable, the file or the default."""
+        """Where the value in force comes from: a flag, a variable, the settings file, or
+        "default" (also when the file holds the default value itself)."""
         override = self.override_source(name)
         if override:
             return override
