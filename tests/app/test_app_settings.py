@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import Input, Select
 
 from gpt2_chat.app.settings_view import parse_form
-from gpt2_chat.settings import Settings, SettingsStore
+from gpt2_chat.settings import InvalidSetting, Settings, SettingsStore
 from tests.app.helpers import RecordingApp, connected, run, shown, wait_for
 
 SIZE = (100, 30)
@@ -190,3 +190,15 @@ def test_parse_form_names_the_field() -> None:
     values["top_p"] = "0"
     with pytest.raises(ValueError, match=r"Top-p must be in \(0, 1\]"):
         parse_form(values, Settings())
+    values["top_p"] = "1"
+    for text, count in (
+        ("500M", 500_000_000),
+        ("30B", 30_000_000_000),
+        ("2_000_000_000", 2 * 10**9),
+    ):
+        values["instruction_budget"] = text
+        assert parse_form(values, Settings()).instruction_budget == count
+    values["instruction_budget"] = "40B"
+    with pytest.raises(InvalidSetting, match="Instr. per call must be between") as caught:
+        parse_form(values, Settings())
+    assert caught.value.field == "instruction_budget"
