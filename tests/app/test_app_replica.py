@@ -4,10 +4,15 @@ that is not there is one clear error."""
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
 
+import pytest
+from icp_identity.identity import Identity
 from textual.widgets import Button, Log, Select
 
+from gpt2_chat.app import Gpt2ChatApp
 from tests.app.helpers import RecordingApp, connected, run, shown, wait_for
 
 SIZE = (100, 30)
@@ -106,5 +111,110 @@ def test_commands_run_and_land_in_the_log(workdir: Path, no_dfx: Path) -> None:
             # Nothing listens on the port: said as a warning, not an error.
             assert any("nothing answers" in m for m in app.messages("warning"))
             assert app.messages("error") == []
+
+    run(scenario())
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _replica_start(
+    workdir: Path, way: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Gpt2ChatApp, str]:
+    """The app pointed at a replica (nothing listens there) in one of the three ways."""
+    url = _closed_port_url()
+    pem = workdir / "me.pem"
+    pem.write_bytes(Identity().to_pem())
+    values = {"network": url, "canister": "aaaaa-aa", "identity": str(pem)}
+    if way == "flags":
+        return Gpt2ChatApp(flags=values), url
+    if way == "environment":
+        for name, value in values.items():
+            monkeypatch.setenv(f"GPT2_CHAT_{name.upper()}", value)
+        return Gpt2ChatApp(), url
+    (workdir / "settings.json").write_text(json.dumps({**values, "theme": "nord"}))
+    return Gpt2ChatApp(), url
+
+
+@pytest.mark.parametrize("way", ["flags", "environment", "settings file"])
+def test_the_app_starts_on_the_configured_replica_and_saves_nothing(
+    workdir: Path, no_dfx: Path, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    app, url = _replica_start(workdir, way, monkeypatch)
+    settings_file = workdir / "settings.json"
+    before = settings_file.read_text() if settings_file.exists() else None
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: not app.connecting, "the connection attempt")
+            await pilot.press("f3")
+            await pilot.press("f4")
+            await pilot.press("f1")
+            await pilot.pause()
+            assert app.settings.network == url
+            bar = shown(app, "#connection-bar")
+            assert url in bar and "embedded" not in bar, bar
+            assert app.query_one("#network-choice", Select).value == "url"
+            if way == "settings file":
+                assert app.theme == "nord"
+
+    run(scenario())
+    after = settings_file.read_text() if settings_file.exists() else None
+    assert after == before
+
+
+def test_a_bad_settings_file_is_named_and_the_app_starts_with_defaults(
+    workdir: Path, no_dfx: Path
+) -> None:
+    path = workdir / "settings.json"
+    path.write_text('{"temperature": "hot"}')
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            errors = app.messages("error")
+            assert len(errors) == 1 and "settings.json" in errors[0], errors
+            assert "temperature must be a number" in errors[0]
+            assert "using the defaults" in errors[0]
+            assert app.settings.temperature == 0.7
+
+    run(scenario())
+    assert path.read_text() == '{"temperature": "hot"}'  # kept until the user saves
+
+
+def test_a_deploy_reconnects_an_app_on_the_local_network_by_url(
+    workdir: Path, no_dfx: Path
+) -> None:
+    dfx = no_dfx / "dfx"
+    dfx.write_text(
+        FAKE_DFX.replace(
+            '  *) echo "unexpected', '  deploy) echo "Deployed" ;;\n  *) echo "unexpected'
+        )
+    )
+    dfx.chmod(0o755)
+    (workdir / "dfx.json").write_text("{}")
+    reconnects: list[str] = []
+
+    class CountingApp(Gpt2ChatApp):
+        def reconnect(self) -> None:
+            reconnects.append(self.settings.network)
+            super().reconnect()
+
+    app = CountingApp(flags={"network": "http://127.0.0.1:4943/", "canister": "aaaaa-aa"})
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: not app.connecting, "the connection attempt")
+            await pilot.press("f3")
+            view = app.query_one("#replica-view")
+            await wait_for(pilot, lambda: view.found is not None and view.running is None, "dfx")  # type: ignore[attr-defined]
+            before = len(reconnects)
+            view.action_deploy()  # type: ignore[attr-defined]
+            await wait_for(pilot, lambda: len(reconnects) > before, "a reconnect after the deploy")
 
     run(scenario())

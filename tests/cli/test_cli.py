@@ -128,8 +128,13 @@ def expect_error(result: subprocess.CompletedProcess[str], message: str) -> None
 
 def test_errors_are_one_clear_line(tmp_path: Path, prepared: Path, env: dict[str, str]) -> None:
     expect_error(run(env, "upload", str(tmp_path / "missing.safetensors")), "no such file")
-    expect_error(run(env, "generate", "hi", "--max-tokens", "5"), "no model is loaded")
-    expect_error(run(env, "generate", "hi", "--max-tokens", "0"), "--max-tokens must be at least 1")
+    no_model = run(env, "generate", "hi", "--max-tokens", "5")
+    expect_error(no_model, "no model is loaded")
+    assert no_model.stdout == "hi\n"  # the echoed prompt's line is ended before the error
+    expect_error(
+        run(env, "generate", "hi", "--max-tokens", "0"),
+        "--max-tokens 0: max_new_tokens must be between 1 and 1024",
+    )
     expect_error(run(env, "prepare", "no/such-model", "-o", str(tmp_path / "x")), "cannot download")
 
     garbage = tmp_path / "garbage.safetensors"
@@ -139,7 +144,7 @@ def test_errors_are_one_clear_line(tmp_path: Path, prepared: Path, env: dict[str
     assert run(env, "upload", str(prepared)).returncode == 0
     expect_error(
         run(env, "generate", "hi", "--max-tokens", "5", "--temperature", "-1"),
-        "temperature -1 must be between 0 and 100",
+        "--temperature -1: temperature must be between 0 and 100",
     )
     expect_error(
         run(env, "generate", "word " * 200, "--max-tokens", "5"),

@@ -27,10 +27,10 @@ from gpt2_chat.client.upload import (
     load_model,
     upload_model,
 )
+from gpt2_chat.connect import Connection, ConnectionClosed
 from gpt2_chat.errors import EXPECTED_ERRORS
 from gpt2_chat.settings import Settings
 
-from .connection import Connection, ConnectionClosed
 from .fmt import count, duration, mb, short_path, short_sha
 from .store import load_recent, save_recent
 from .widgets import OneLine, Pane, SectionTitle, start_daemon

@@ -20,6 +20,9 @@ class Backend(Protocol):
     description: str
     #: Whether independent update calls may run concurrently (several upload chunks in flight).
     parallel_updates: bool
+    #: Whether updates run in DTS slices of 2B instructions, one per round (a replica); the
+    #: embedded runtime runs a call at once and only reports the slices it would take.
+    time_sliced: bool
 
     def query(self, method: str, arg: bytes) -> Reply: ...
 

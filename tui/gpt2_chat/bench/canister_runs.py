@@ -36,6 +36,7 @@ class MeteredBackend:
     """Forwards calls to the embedded backend, keeping the metered cost of the last update."""
 
     parallel_updates = False
+    time_sliced = False
 
     def __init__(self, inner: EmbeddedBackend) -> None:
         self.inner = inner

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import math
 
-from gpt2_chat.backends.base import Backend
-
 SLICE_INSTRUCTIONS = 2_000_000_000
 
 #: The per-call instruction budget the chat gives the canister on a replica when the user
@@ -31,11 +29,3 @@ def slices(instructions: int) -> int:
 def tokens_fitting(budget: int, instructions_per_token: float) -> int:
     """How many tokens of the measured cost one call with `budget` can produce (at least 1)."""
     return max(1, int(budget // max(instructions_per_token, 1.0)))
-
-
-def runs_in_slices(backend: Backend) -> bool:
-    """Whether `backend` runs updates on a replica (in slices), not in the embedded runtime
-    (which runs each call at once and only counts what slices it would take)."""
-    from gpt2_chat.backends.replica import ReplicaBackend  # httpx and BLS: only when needed
-
-    return isinstance(backend, ReplicaBackend)

@@ -1,5 +1,5 @@
-//! Four-lane kernels shaped for IC metering (see DESIGN.md §4: every wasm instruction,
-//! including each `local.get` and address computation, is charged).
+//! Four-lane kernels shaped for IC metering (see docs/design.md, "IC limits and costs":
+//! every wasm instruction, including each `local.get` and address computation, is charged).
 //!
 //! The f32 matrix kernel walks one row block (`TILE_ROWS` inputs) at a time. For each
 //! block it splats the input values of up to eight tokens once, then streams the

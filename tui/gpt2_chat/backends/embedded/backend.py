@@ -32,6 +32,8 @@ class EmbeddedBackend:
 
     parallel_updates = False
 
+    time_sliced = False
+
     def __init__(
         self,
         state_dir: Path,

@@ -114,6 +114,8 @@ class ReplicaBackend:
 
     parallel_updates = True
 
+    time_sliced = True
+
     #: First pause between attempts (doubling, at most 2 s, never past the deadline).
     backoff_s = 0.25
 
