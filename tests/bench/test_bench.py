@@ -14,12 +14,12 @@ from safetensors.numpy import load_file
 
 from gpt2_chat.backends.embedded import runtime
 from gpt2_chat.bench import report
-from gpt2_chat.bench.models import Shape, write_random_model
 from gpt2_chat.bench.native import NumpyRuntime, greedy_decode, load_weights, open_runtime
 from gpt2_chat.bench.run import Options, run_bench
 from gpt2_chat.bench.tables import Budget, Call, CostModel, figures, most
 from gpt2_chat.cli import build_parser
 from gpt2_chat.client.prepare import prepare
+from gpt2_chat.client.random_model import Shape, prepare_random
 
 TINY = Shape("tiny", n_layer=2, n_head=2, n_embd=128, vocab_size=2048, n_ctx=1024)
 #: Fits a heap limit of 24 MiB; BIG (~39 MB of int8 weights) does not.
@@ -137,10 +137,10 @@ def test_markdown_and_plot(bench: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_random_checkpoint_is_what_prepare_writes(tmp_path: Path) -> None:
-    f32 = write_random_model(tmp_path / "f32.safetensors", SMALL, "f32", seed=1)
-    again = write_random_model(tmp_path / "again.safetensors", SMALL, "f32", seed=1)
+    f32 = prepare_random(SMALL, tmp_path / "f32.safetensors", "f32", seed=1)
+    again = prepare_random(SMALL, tmp_path / "again.safetensors", "f32", seed=1)
     assert f32.sha256 == again.sha256
-    ours = write_random_model(tmp_path / "int8.safetensors", SMALL, "int8", seed=1)
+    ours = prepare_random(SMALL, tmp_path / "int8.safetensors", "int8", seed=1)
     theirs = prepare(str(f32.path), tmp_path / "prepared.safetensors", dtype="int8")
     a, b = load_file(str(ours.path)), load_file(str(theirs.path))
     assert sorted(a) == sorted(b)
@@ -154,7 +154,7 @@ def test_random_checkpoint_is_what_prepare_writes(tmp_path: Path) -> None:
 
 def test_native_runtimes_agree(tmp_path: Path) -> None:
     for dtype in ("f32", "int8"):
-        m = write_random_model(tmp_path / f"{dtype}.safetensors", SMALL, dtype)
+        m = prepare_random(SMALL, tmp_path / f"{dtype}.safetensors", dtype)
         weights = load_weights(m.path)
         ref = greedy_decode(NumpyRuntime(weights), [1, 2, 3], 8)
         preferred = greedy_decode(open_runtime(weights), [1, 2, 3], 8)

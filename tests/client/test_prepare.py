@@ -20,7 +20,17 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from gpt2_chat.client.prepare import Gpt2Config, PrepareError, download, prepare
+from gpt2_chat.cli import main
+from gpt2_chat.client.prepare import (
+    SHAPES,
+    Gpt2Config,
+    PrepareCancelled,
+    PrepareError,
+    download,
+    prepare,
+    prepare_random,
+)
+from gpt2_chat.client.random_model import Shape
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "gpt2-random-50257"
 Arrays = dict[str, npt.NDArray[Any]]
@@ -602,3 +612,94 @@ def test_write_failures_leave_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         prepare(str(FIXTURE), tmp_path / "x.safetensors", progress=cancel)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]
+
+
+# --- cancelling ----------------------------------------------------------------------------------
+
+
+def test_cancel_between_tensors_removes_the_partial_output(tmp_path: Path) -> None:
+    stop = threading.Event()
+    writes: list[int] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        writes.append(done)
+        if len(writes) == 3:
+            stop.set()
+
+    with pytest.raises(PrepareCancelled):
+        prepare(str(FIXTURE), tmp_path / "out.safetensors", progress=progress, cancel=stop)
+    assert len(writes) == 3, "the write stops at the next tensor"
+    assert_no_output(tmp_path / "out.safetensors")
+
+
+def test_cancel_accepts_a_callable(tmp_path: Path) -> None:
+    with pytest.raises(PrepareCancelled):
+        prepare(str(FIXTURE), tmp_path / "out.safetensors", cancel=lambda: True)
+    assert_no_output(tmp_path / "out.safetensors")
+
+
+# --- random models -------------------------------------------------------------------------------
+
+TINY = Shape("tiny", n_layer=2, n_head=2, n_embd=16, vocab_size=5000, n_ctx=32)
+
+
+def test_named_shapes_are_the_released_gpt2_configs() -> None:
+    got = {
+        name: (s.n_layer, s.n_head, s.n_embd, s.vocab_size, s.n_ctx) for name, s in SHAPES.items()
+    }
+    assert got == {
+        "gpt2": (12, 12, 768, 50257, 1024),
+        "gpt2-medium": (24, 16, 1024, 50257, 1024),
+        "gpt2-large": (36, 20, 1280, 50257, 1024),
+        "gpt2-xl": (48, 25, 1600, 50257, 1024),
+    }
+    assert SHAPES["gpt2"].parameters == 124_439_808  # GPT-2 small, tied lm_head
+
+
+@pytest.mark.parametrize("dtype", ["f32", "int8"])
+def test_random_model_is_deterministic_and_what_prepare_accepts(tmp_path: Path, dtype: str) -> None:
+    first = prepare_random(TINY, tmp_path / "a.safetensors", dtype, seed=3)
+    again = prepare_random(TINY, tmp_path / "b.safetensors", dtype, seed=3)
+    other = prepare_random(TINY, tmp_path / "c.safetensors", dtype, seed=4)
+    assert first.sha256 == again.sha256 != other.sha256
+    assert first.path.read_bytes() == again.path.read_bytes()
+    assert first.size == first.path.stat().st_size
+    assert first.config == TINY.config() and first.dtype == dtype
+    tensors, meta = read_output(first.path)
+    assert meta["source"] == "random tiny seed=3 std=0.02" and meta["dtype"] == dtype
+    assert tensors["wte.weight"].dtype == (np.int8 if dtype == "int8" else np.float32)
+    # Row slices of the embedding do not repeat each other.
+    wte = tensors["wte.weight"]
+    assert not np.array_equal(wte[:4096], wte[1 : 4096 + 1])
+    # The canister's format: prepare reads it back and finds the same config.
+    if dtype == "f32":
+        again_prepared = prepare(str(first.path), tmp_path / "p.safetensors")
+        assert again_prepared.config == TINY.config()
+
+
+def test_random_model_unknown_shape_and_cancel(tmp_path: Path) -> None:
+    with pytest.raises(PrepareError, match="gpt2-medium"):
+        prepare_random("gpt3", tmp_path / "x.safetensors")
+    # The real shape, cancelled after its first tensor: quick, and nothing is left behind.
+    stop = threading.Event()
+    with pytest.raises(PrepareCancelled):
+        prepare_random(
+            "gpt2", tmp_path / "x.safetensors", progress=lambda *_: stop.set(), cancel=stop
+        )
+    assert_no_output(tmp_path / "x.safetensors")
+
+
+def test_cli_prepare_random(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(SHAPES, "tiny", TINY)
+    out = tmp_path / "tiny.safetensors"
+    assert main(["prepare", "--random", "tiny", "-o", str(out), "--dtype", "int8"]) == 0
+    said = capsys.readouterr().out
+    assert "talks nonsense" in said and hashlib.sha256(out.read_bytes()).hexdigest() in said
+    out.unlink()
+    assert main(["prepare", "--random", "gpt3", "-o", str(tmp_path / "x")]) == 1
+    assert "error: unknown GPT-2 shape 'gpt3'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a source and --random together
+        main(["prepare", "gpt2", "--random", "gpt2", "-o", str(tmp_path / "x")])
+    assert_no_output(tmp_path / "x")

@@ -83,8 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="make a canister-ready model file")
-    p.add_argument("source", help="Hugging Face id (e.g. gpt2), checkpoint dir or .safetensors")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "source", nargs="?", help="Hugging Face id (e.g. gpt2), checkpoint dir or .safetensors"
+    )
+    what.add_argument(
+        "--random",
+        metavar="SHAPE",
+        help="a randomly initialised model of a GPT-2 shape, gpt2 to gpt2-xl (no download; "
+        "talks nonsense)",
+    )
     p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--seed", type=int, default=0, help="with --random: the weights' seed")
     p.add_argument(
         "--dtype",
         default="f32",
@@ -180,14 +190,22 @@ def _canister(settings: Settings) -> tuple[Backend, Any]:
 
 
 def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
-    from gpt2_chat.client.prepare import prepare
+    from gpt2_chat.client.prepare import prepare, prepare_random
 
     def progress(stage: str, done: int, total: int) -> None:
         StatusLine.show(f"{stage}: {_mb(done)} / {_mb(total)}")
 
-    result = prepare(args.source, args.output, dtype=args.dtype, progress=progress)
+    if args.random:
+        result = prepare_random(args.random, args.output, args.dtype, args.seed, progress)
+    else:
+        result = prepare(args.source, args.output, dtype=args.dtype, progress=progress)
     StatusLine.end()
     print(f"wrote {result.path} ({_mb(result.size)}, sha256 {result.sha256})")
+    if args.random:
+        print(
+            f"note: random weights ({args.random} shape, seed {args.seed}): this model talks "
+            "nonsense; it shows the flow and the costs, not GPT-2's replies"
+        )
     return 0
 
 

@@ -17,9 +17,9 @@ from typing import Any
 from gpt2_chat.backends.base import Reply
 from gpt2_chat.backends.embedded.backend import EmbeddedBackend
 from gpt2_chat.backends.embedded.runtime import Limits
-from gpt2_chat.bench.models import Shape, write_random_model
 from gpt2_chat.bench.tables import Budget, Call, CostModel, Figure, figure, figure_cost
 from gpt2_chat.client.canister import CanisterError, Gpt2Canister, ModelInfo, Sampling
+from gpt2_chat.client.random_model import Shape, prepare_random
 from gpt2_chat.client.upload import upload_model
 from gpt2_chat.errors import BackendError, InstructionLimitExceeded
 from gpt2_chat.identity import default_identity
@@ -468,7 +468,7 @@ def check_shape(
     began = time.perf_counter()
     try:
         say(f"{shape.name}: writing the int8 file")
-        prepared = write_random_model(path, shape, "int8", seed)
+        prepared = prepare_random(shape, path, "int8", seed)
         out["file_bytes"] = prepared.size
         out["write_seconds"] = round(time.perf_counter() - began, 1)
         bc = BenchCanister(state, wasm)
