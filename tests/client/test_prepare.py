@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,10 +20,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from huggingface_hub import constants as hf_constants
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from gpt2_chat.cli import main
+from gpt2_chat.client import hub as hub_module
 from gpt2_chat.client.prepare import (
     SHAPES,
     Gpt2Config,
@@ -397,19 +402,20 @@ def test_missing_source_is_explained(tmp_path: Path) -> None:
 
 # --- downloading from a hub --------------------------------------------------------------------
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
 
 class Hub(ThreadingHTTPServer):
-    """A tiny stand-in for huggingface.co: GET of fixed files, optional Range support."""
+    """A tiny stand-in for huggingface.co: HEAD and GET of `/<id>/resolve/<rev>/<file>` with
+    the headers huggingface_hub reads (commit, etag, size), Range, and its error codes."""
 
     daemon_threads = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), HubHandler)
-        self.files: dict[str, bytes] = {}
-        self.redirects: dict[str, str] = {}
-        self.ranges = True
+        self.files: dict[tuple[str, str], bytes] = {}
         self.cut_after: int | None = None  # send only this many body bytes once, then hang up
-        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
 
     @property
     def url(self) -> str:
@@ -417,44 +423,57 @@ class Hub(ThreadingHTTPServer):
 
     def serve(self, model_id: str, directory: Path) -> None:
         for name in ("config.json", "model.safetensors"):
-            self.files[f"/{model_id}/resolve/main/{name}"] = (directory / name).read_bytes()
+            self.files[model_id, name] = (directory / name).read_bytes()
+
+    def gets(self, name: str) -> list[dict[str, str]]:
+        return [h for method, p, h in self.requests if method == "GET" and p.endswith(name)]
 
 
 class HubHandler(BaseHTTPRequestHandler):
     server: Hub
+    protocol_version = "HTTP/1.1"
+
+    def do_HEAD(self) -> None:
+        self.answer(head=True)
 
     def do_GET(self) -> None:
+        self.answer(head=False)
+
+    def answer(self, head: bool) -> None:
         hub = self.server
-        hub.requests.append((self.path, dict(self.headers.items())))
-        if self.path in hub.redirects:
-            self.send_response(302)
-            self.send_header("Location", hub.redirects[self.path])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = hub.files.get(self.path)
+        hub.requests.append((self.command, self.path, dict(self.headers.items())))
+        m = re.fullmatch(r"/(.+)/resolve/([^/]+)/([^/]+)", self.path)
+        repo = m.group(1) if m else ""
+        if not any(r == repo for r, _ in hub.files):
+            return self.fail(404, "RepoNotFound")
+        if m is None or m.group(2) not in ("main", COMMIT):
+            return self.fail(404, "RevisionNotFound")
+        body = hub.files.get((repo, m.group(3)))
         if body is None:
-            self.send_error(404)
-            return
-        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-        start = int(m.group(1)) if m and hub.ranges else 0
-        if start >= len(body) > 0:
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{len(body)}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
+            return self.fail(404, "EntryNotFound")
+        r = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        start = int(r.group(1)) if r and not head else 0
         self.send_response(206 if start else 200)
+        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
+        if head:
+            return
         if hub.cut_after is not None and self.path.endswith(".safetensors"):
             self.wfile.write(body[start : start + hub.cut_after])
             hub.cut_after = None
             self.close_connection = True
             return
         self.wfile.write(body[start:])
+
+    def fail(self, status: int, code: str) -> None:
+        self.send_response(status)
+        self.send_header("X-Error-Code", code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -476,108 +495,95 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Hub]:
         thread.join()
 
 
-def model_gets(hub: Hub) -> list[dict[str, str]]:
-    return [h for p, h in hub.requests if p.endswith("model.safetensors")]
+def closed_port() -> int:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
-def test_download_by_model_id(hub: Hub, tmp_path: Path) -> None:
+def test_download_by_model_id_is_pinned_to_a_commit_and_cached(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub.serve("gpt2", FIXTURE)
     cache = tmp_path / "cache"
     calls: list[tuple[str, int, int]] = []
     result = prepare(
         "gpt2", tmp_path / "out.safetensors", cache_dir=cache, progress=lambda *a: calls.append(a)
     )
-
     size = (FIXTURE / "model.safetensors").stat().st_size
-    assert (cache / "gpt2" / "model.safetensors").read_bytes() == (
-        FIXTURE / "model.safetensors"
-    ).read_bytes()
     assert ("download model.safetensors", size, size) in calls
-    assert read_output(result.path)[1]["source"] == "gpt2"
-    assert [p for p, _ in hub.requests] == [
+    assert read_output(result.path)[1]["source"] == f"gpt2@{COMMIT}"
+    # `main` is resolved by the first file; the second comes from that commit.
+    assert [p for m, p, _ in hub.requests if m == "GET"] == [
         "/gpt2/resolve/main/config.json",
-        "/gpt2/resolve/main/model.safetensors",
+        f"/gpt2/resolve/{COMMIT}/model.safetensors",
     ]
-    assert "Authorization" not in model_gets(hub)[0]
 
-    # Cached: a second prepare does not touch the network.
+    # Cached: only where `main` points is asked, nothing is downloaded again.
     hub.requests.clear()
-    prepare("gpt2", tmp_path / "again.safetensors", cache_dir=cache)
+    again = prepare("gpt2", tmp_path / "again.safetensors", cache_dir=cache)
+    assert {m for m, _, _ in hub.requests} == {"HEAD"} and again.sha256 == result.sha256
+    # A pinned commit in the cache needs nothing at all.
+    hub.requests.clear()
+    prepare("gpt2", tmp_path / "pinned.safetensors", revision=COMMIT, cache_dir=cache)
     assert hub.requests == []
+    # Unreachable: the cached revision is used as it is.
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    offline = prepare("gpt2", tmp_path / "offline.safetensors", cache_dir=cache)
+    assert offline.sha256 == result.sha256
 
 
-def test_token_is_sent_to_the_hub_but_not_across_a_redirect(
+def test_dropped_download_resumes_with_range_and_cancel_stops_it(
     hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    hub.serve("org/gated", FIXTURE)
-    weights = "/org/gated/resolve/main/model.safetensors"
-    hub.files["/cdn/blob"] = hub.files.pop(weights)
-    hub.redirects[weights] = f"http://localhost:{hub.server_address[1]}/cdn/blob"
-    download("org/gated", tmp_path / "cache")
-    by_path = dict(hub.requests)
-    assert by_path["/org/gated/resolve/main/config.json"]["Authorization"] == "Bearer hf_secret"
-    assert by_path[weights]["Authorization"] == "Bearer hf_secret"
-    assert "Authorization" not in by_path["/cdn/blob"]
-
-
-def test_interrupted_download_resumes_with_range(hub: Hub, tmp_path: Path) -> None:
-    hub.serve("openai-community/gpt2-medium", FIXTURE)
-    hub.cut_after = 1_000_000
+    # huggingface_hub keeps what it received in whole chunks (10 MB); the fixture is 3 MB.
+    chunk = 1 << 16
+    monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", chunk)
+    model = "openai-community/gpt2-medium"
+    hub.serve(model, FIXTURE)
+    hub.cut_after = cut = 16 * chunk
     cache = tmp_path / "cache"
-    with pytest.raises(PrepareError, match="interrupted after 1000000 of .* run again to resume"):
-        prepare("openai-community/gpt2-medium", tmp_path / "out.safetensors", cache_dir=cache)
-    part = cache / "openai-community" / "gpt2-medium" / "model.safetensors.part"
-    assert part.stat().st_size == 1_000_000
-    assert not (tmp_path / "out.safetensors").exists()
-
-    hub.requests.clear()
-    result = prepare("openai-community/gpt2-medium", tmp_path / "out.safetensors", cache_dir=cache)
-    assert model_gets(hub)[0]["Range"] == "bytes=1000000-"
-    assert not part.exists()
+    result = prepare(model, tmp_path / "out.safetensors", cache_dir=cache)
+    assert [h.get("Range") for h in hub.gets("model.safetensors")] == [None, f"bytes={cut}-"]
     local = prepare(str(FIXTURE), tmp_path / "local.safetensors")
     assert read_output(result.path)[0].keys() == read_output(local.path)[0].keys()
-    assert (part.parent / "model.safetensors").read_bytes() == (
-        FIXTURE / "model.safetensors"
-    ).read_bytes()
+    assert read_output(result.path)[1]["source"] == f"{model}@{COMMIT}"
+
+    # Cancelled mid-download: no output, and no partial file left in the cache.
+    stop = threading.Event()
+    with pytest.raises(PrepareCancelled):
+        prepare(
+            model,
+            tmp_path / "again.safetensors",
+            cache_dir=tmp_path / "other-cache",
+            progress=lambda stage, done, total: stop.set() if done >= cut else None,
+            cancel=stop,
+        )
+    assert not (tmp_path / "again.safetensors").exists()
+    assert not [p for p in (tmp_path / "other-cache").rglob("*") if "incomplete" in p.name]
 
 
-def test_partial_file_restarts_when_the_server_ignores_range(hub: Hub, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("model_id", "revision", "message"),
+    [
+        ("nobody/nothing", "main", "cannot download nobody/nothing@main from .*: no such model"),
+        ("gpt2", "v9", "cannot download gpt2@v9 from .*: no revision 'v9'"),
+    ],
+)
+def test_hub_refusals_are_clear_errors(
+    hub: Hub, tmp_path: Path, model_id: str, revision: str, message: str
+) -> None:
     hub.serve("gpt2", FIXTURE)
-    hub.ranges = False
-    cache = tmp_path / "cache" / "gpt2"
-    cache.mkdir(parents=True)
-    (cache / "model.safetensors.part").write_bytes(b"stale bytes")
-    download("gpt2", tmp_path / "cache")
-    assert model_gets(hub)[0]["Range"] == "bytes=11-"
-    assert (cache / "model.safetensors").read_bytes() == (
-        FIXTURE / "model.safetensors"
-    ).read_bytes()
-
-
-def test_complete_partial_file_is_accepted_on_416(hub: Hub, tmp_path: Path) -> None:
-    hub.serve("gpt2", FIXTURE)
-    cache = tmp_path / "cache" / "gpt2"
-    cache.mkdir(parents=True)
-    (cache / "model.safetensors.part").write_bytes((FIXTURE / "model.safetensors").read_bytes())
-    download("gpt2", tmp_path / "cache")
-    assert (cache / "model.safetensors").stat().st_size == (
-        FIXTURE / "model.safetensors"
-    ).stat().st_size
-
-
-def test_unknown_model_is_a_clear_error(hub: Hub, tmp_path: Path) -> None:
-    with pytest.raises(PrepareError, match=r"cannot download nobody/nothing from .*HTTP 404"):
-        prepare("nobody/nothing", tmp_path / "out.safetensors", cache_dir=tmp_path / "cache")
+    with pytest.raises(PrepareError, match=message):
+        prepare(model_id, tmp_path / "out.safetensors", revision=revision, cache_dir=tmp_path)
+    assert not (tmp_path / "out.safetensors").exists()
 
 
 def test_unreachable_hub_fails_fast_with_advice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.chdir(tmp_path)
     started = time.monotonic()
@@ -585,20 +591,44 @@ def test_unreachable_hub_fails_fast_with_advice(
         prepare("gpt2", tmp_path / "out.safetensors", cache_dir=tmp_path / "cache")
     assert time.monotonic() - started < 5
     message = str(info.value)
-    assert message.startswith(f"cannot download gpt2 from {endpoint}: ")
-    assert message.endswith("; download the checkpoint elsewhere and pass its directory")
-    assert "refused" in message.lower()
+    assert message.startswith(f"cannot download gpt2@main from {endpoint}: ")
+    assert "refused" in message.lower() and "not in the cache" in message
 
 
 def test_silent_hub_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "PROBE_TIMEOUT", 0.3)
     with socket.socket() as s:  # accepts connections (backlog) but never answers
         s.bind(("127.0.0.1", 0))
         s.listen(4)
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
         started = time.monotonic()
-        with pytest.raises(PrepareError, match="timed out; download the checkpoint elsewhere"):
-            download("gpt2", tmp_path / "cache", timeout=0.3)
+        with pytest.raises(PrepareError, match="timed out; it is not in the cache either"):
+            download("gpt2", tmp_path / "cache")
         assert time.monotonic() - started < 5
+
+
+def test_offline_mode_is_one_clear_error_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "gpt2_chat.cli", "prepare", "gpt2", "-o", "out.safetensors"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "error: cannot download gpt2@main from "
+        f"{env['HF_ENDPOINT']}: offline mode (HF_HUB_OFFLINE) is on; it is not in the cache "
+        "either (download the checkpoint elsewhere and pass its directory)"
+    ]
+    assert not (tmp_path / "out.safetensors").exists()
 
 
 def test_write_failures_leave_nothing_behind(tmp_path: Path) -> None:

@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "talks nonsense)",
     )
     p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--revision", default="main", help="of a Hugging Face id: branch, tag or commit")
     p.add_argument("--seed", type=int, default=0, help="with --random: the weights' seed")
     p.add_argument(
         "--dtype",
@@ -198,7 +199,9 @@ def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
     if args.random:
         result = prepare_random(args.random, args.output, args.dtype, args.seed, progress)
     else:
-        result = prepare(args.source, args.output, dtype=args.dtype, progress=progress)
+        result = prepare(
+            args.source, args.output, dtype=args.dtype, revision=args.revision, progress=progress
+        )
     StatusLine.end()
     print(f"wrote {result.path} ({_mb(result.size)}, sha256 {result.sha256})")
     if args.random:

@@ -1,7 +1,8 @@
 """Turn a GPT-2 checkpoint into a canister-ready safetensors file (`gpt2-chat prepare`).
 
 Input: a `save_pretrained` directory (`config.json` + `model.safetensors`), a single
-`.safetensors` file, or a Hugging Face model id (downloaded with plain urllib, resumable).
+`.safetensors` file, or a Hugging Face model id (downloaded by `hub`: cached, resumable, at
+one commit).
 Output: F32 tensors under the canister's names (`wte.weight`, `h.0.ln_1.weight`, ...), no
 causal-mask buffers, `lm_head.weight` only when it is not tied to `wte.weight`, sorted by
 name, with the GPT-2 config in `__metadata__` so the canister never has to guess it.
@@ -16,24 +17,20 @@ add one half-size copy of the tensor being converted.
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import os
 import re
 import struct
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import platformdirs
 
+from gpt2_chat.client.hub import download, is_model_id
 from gpt2_chat.client.model_format import (
     FORMAT,
     SUPPORTED_DTYPES,
@@ -52,8 +49,6 @@ from gpt2_chat.client.random_model import SHAPES, prepare_random
 from gpt2_chat.client.safetensors_writer import write_safetensors
 
 __all__ = [
-    "DEFAULT_ENDPOINT",
-    "DOWNLOAD_TIMEOUT",
     "FORMAT",
     "SHAPES",
     "SUPPORTED_DTYPES",
@@ -62,25 +57,17 @@ __all__ = [
     "PrepareError",
     "PreparedModel",
     "Progress",
-    "default_cache_dir",
     "download",
     "prepare",
     "prepare_random",
 ]
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
-# Seconds to wait for a connection or for the next bytes of a response, not for a whole file.
-DOWNLOAD_TIMEOUT = 30.0
-
-_USER_AGENT = "gpt2-chat/0.1 (+urllib)"
-_CHUNK = 1 << 20
 # The safetensors crate refuses bigger headers; a bigger one means a corrupt file.
 _MAX_HEADER = 100_000_000
 _PREFIX = "transformer."
 # Causal-mask buffers older transformers versions saved; not weights.
 _IGNORED = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
 _BLOCK = re.compile(r"h\.(\d+)\.(.+)")
-_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 # GPT-2's GELU is the tanh approximation; transformers has two names for it.
 _ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
 
@@ -99,18 +86,20 @@ def prepare(
     dtype: str = "f32",
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    revision: str = "main",
     cache_dir: Path | None = None,
 ) -> PreparedModel:
     """Validate the GPT-2 checkpoint `source` and write it canister-ready to `output`.
 
     `source` is a directory (`config.json` + `model.safetensors`), a `.safetensors` file, or a
-    Hugging Face model id such as ``gpt2`` (downloaded to ``cache_dir/<id>``; see `download`).
+    Hugging Face model id such as ``gpt2`` at `revision` (see `hub.download`; `cache_dir`
+    None is the hub's own cache).
     `output` appears atomically and only if every check passes. Cancelling (`cancel`,
     checked between tensors) raises `PrepareCancelled` and leaves no output.
     """
     if dtype not in SUPPORTED_DTYPES:
         raise PrepareError(f"{dtype} is not supported; choose one of {', '.join(SUPPORTED_DTYPES)}")
-    weights, config_json = _resolve(source, cache_dir, progress)
+    weights, config_json, origin = _resolve(source, revision, cache_dir, progress, cancel)
     st = _Safetensors(weights)
     tensors = _rename(st)
     if config_json is not None:
@@ -129,9 +118,6 @@ def prepare(
             f"{config_json}: tie_word_embeddings is false but {st.path} has no lm_head.weight"
         )
 
-    # A local checkpoint is named by its file or folder name, not its path, so the same
-    # checkpoint prepares to the same bytes wherever it sits.
-    origin = source if _is_model_id(source) else Path(source).name
     metadata = {**config.metadata(), "format": FORMAT, "source": origin, "dtype": dtype}
     layout = output_layout({name: t.shape for name, t in tensors.items()}, dtype)
 
@@ -148,30 +134,29 @@ def prepare(
 
 
 def _resolve(
-    source: str, cache_dir: Path | None, progress: Progress | None
-) -> tuple[Path, Path | None]:
-    """(weights file, config.json or None) for `source`, downloading a model id if needed."""
+    source: str,
+    revision: str,
+    cache_dir: Path | None,
+    progress: Progress | None,
+    cancel: Cancel | None,
+) -> tuple[Path, Path | None, str]:
+    """(weights file, config.json or None, origin) for `source`, downloading a model id if
+    needed. The origin names a download by id and commit, a local checkpoint by its file or
+    folder name, not its path, so it prepares to the same bytes wherever it sits."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return _from_directory(path)
+        return (*_from_directory(path), path.name)
     if path.is_file():
         if path.suffix != ".safetensors":
             raise PrepareError(
                 f"{source}: not a .safetensors file; pass a safetensors file, a directory "
                 "holding config.json and model.safetensors, or a Hugging Face model id"
             )
-        return path, None
-    if _is_model_id(source):
-        return _from_directory(download(source, cache_dir, progress=progress))
+        return path, None, path.name
+    if is_model_id(source):
+        got = download(source, cache_dir, revision=revision, progress=progress, cancel=cancel)
+        return (*_from_directory(got.directory), f"{source}@{got.commit}")
     raise PrepareError(f"{source}: no such file or directory (and not a Hugging Face model id)")
-
-
-def _is_model_id(source: str) -> bool:
-    return (
-        _MODEL_ID.fullmatch(source) is not None
-        and ".." not in source
-        and not source.endswith((".safetensors", ".json", ".bin"))
-    )
 
 
 def _from_directory(directory: Path) -> tuple[Path, Path | None]:
@@ -441,177 +426,3 @@ def _read_finite(path: Path, t: _Tensor) -> npt.NDArray[np.float32]:
         bad = a.size - int(np.count_nonzero(finite))
         raise PrepareError(f"{path}: tensor {t.name} has {bad} NaN or infinite values")
     return a
-
-
-# --- downloading -------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """Where downloaded checkpoints go: ``<user cache>/gpt2-chat/hub`` (one folder per id)."""
-    return Path(platformdirs.user_cache_dir("gpt2-chat")) / "hub"
-
-
-def download(
-    model_id: str,
-    cache_dir: Path | None = None,
-    *,
-    progress: Progress | None = None,
-    timeout: float = DOWNLOAD_TIMEOUT,
-) -> Path:
-    """Fetch `config.json` and `model.safetensors` of `model_id`; return their directory.
-
-    Files come from ``$HF_ENDPOINT/<id>/resolve/main/`` (default https://huggingface.co, with
-    ``$HF_TOKEN`` as a bearer token) into ``cache_dir/<id>/``. A file already there is used as
-    it is (no revalidation, so this works offline); a ``.part`` left by an interrupted
-    download is resumed with a Range request when the server allows it.
-    """
-    if not _is_model_id(model_id):
-        raise PrepareError(f"{model_id!r} is not a Hugging Face model id")
-    endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or DEFAULT_ENDPOINT
-    token = os.environ.get("HF_TOKEN", "").strip() or None
-    directory = (cache_dir or default_cache_dir()) / model_id
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PrepareError(f"cannot create the download cache {directory}: {e}") from e
-    for name in ("config.json", "model.safetensors"):
-        _Fetch(
-            url=f"{endpoint}/{model_id}/resolve/main/{name}",
-            dest=directory / name,
-            label=f"cannot download {model_id} from {endpoint}",
-            token=token,
-            timeout=timeout,
-            progress=progress,
-        ).run()
-    return directory
-
-
-class _NoAuthAcrossHosts(urllib.request.HTTPRedirectHandler):
-    """The hub redirects weights to a CDN; the token is for the hub only."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and (
-            urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc
-        ):
-            new.remove_header("Authorization")
-        return new
-
-
-_OPENER = urllib.request.build_opener(_NoAuthAcrossHosts)
-
-
-@dataclass
-class _Fetch:
-    url: str
-    dest: Path
-    label: str  # "cannot download <id> from <endpoint>"
-    token: str | None
-    timeout: float
-    progress: Progress | None
-
-    def fail(self, reason: str) -> PrepareError:
-        return PrepareError(
-            f"{self.label}: {reason}; download the checkpoint elsewhere and pass its directory"
-        )
-
-    def run(self) -> None:
-        if self.dest.is_file():
-            return
-        part = self.dest.with_name(self.dest.name + ".part")
-        # A second round only after throwing away a .part the server would not resume.
-        for _ in range(2):
-            have = part.stat().st_size if part.is_file() else 0
-            if self._round(part, have):
-                return
-            part.unlink(missing_ok=True)
-        raise self.fail(f"the server would not resume {self.dest.name}")
-
-    def _round(self, part: Path, have: int) -> bool:
-        """One request; True when `dest` is complete, False to restart from byte 0."""
-        name = self.dest.name
-        req = urllib.request.Request(self.url, headers={"User-Agent": _USER_AGENT})
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        if have:
-            req.add_header("Range", f"bytes={have}-")
-        try:
-            resp = _OPENER.open(req, timeout=self.timeout)
-        except urllib.error.HTTPError as e:
-            e.close()
-            if e.code == 416 and have:
-                # Nothing past `have`: the .part is whole if the server's size agrees.
-                if _range_total(e.headers.get("Content-Range")) == have:
-                    part.replace(self.dest)
-                    return True
-                return False
-            raise self.fail(_http_reason(e, name)) from e
-        except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
-            raise self.fail(_describe(e)) from e
-
-        with resp:
-            if resp.status == 206:
-                start = _range_start(resp.headers.get("Content-Range"))
-                if start != have:
-                    return False
-                total = _range_total(resp.headers.get("Content-Range"))
-                mode = "ab"
-            else:  # 200: the server ignored Range, start over
-                have, mode = 0, "wb"
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-            done = have
-            try:
-                with part.open(mode) as f:
-                    while chunk := resp.read(_CHUNK):
-                        f.write(chunk)
-                        done += len(chunk)
-                        if self.progress is not None:
-                            self.progress(f"download {name}", done, total or 0)
-            except (OSError, http.client.HTTPException) as e:
-                of = f" of {total}" if total else ""
-                raise self.fail(
-                    f"{name} interrupted after {done}{of} bytes ({_describe(e)}); "
-                    "run again to resume"
-                ) from e
-        if total is not None and done != total:
-            raise self.fail(
-                f"{name} interrupted after {done} of {total} bytes; run again to resume"
-            )
-        part.replace(self.dest)
-        return True
-
-
-def _range_start(content_range: str | None) -> int | None:
-    m = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (content_range or "").strip())
-    return int(m.group(1)) if m else None
-
-
-def _range_total(content_range: str | None) -> int | None:
-    m = re.fullmatch(r"bytes (?:\d+-\d+|\*)/(\d+)", (content_range or "").strip())
-    return int(m.group(1)) if m else None
-
-
-def _http_reason(e: urllib.error.HTTPError, name: str) -> str:
-    reason = f"HTTP {e.code} {e.reason} for {name}"
-    if e.code in (401, 403):
-        return reason + " (gated or private model? set HF_TOKEN)"
-    if e.code == 404:
-        return reason + " (check the model id; the repository needs a model.safetensors)"
-    return reason
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, urllib.error.URLError) and not isinstance(e.reason, str):
-        e = e.reason
-    if isinstance(e, TimeoutError):
-        return "timed out"
-    return str(e) or type(e).__name__
