@@ -141,8 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out-dir",
         type=Path,
-        default=Path("docs"),
-        help="where benchmarks.md and benchmarks.png are written (default: ./docs)",
+        help="also write benchmarks.md and benchmarks.png there (e.g. docs); "
+        "without it no file is written",
     )
 
     for child in sub.choices.values():
@@ -402,20 +402,23 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Always the embedded runtime (its metering is the measurement), whatever --network says."""
     import importlib.util
 
-    from gpt2_chat.bench import report
-    from gpt2_chat.bench.run import Options, run_bench
+    from gpt2_chat.bench import native, report
+    from gpt2_chat.bench.run import NATIVE_SKIPPED, Options, run_bench
 
     began = time.monotonic()
 
     def log(message: str) -> None:
         print(f"[{time.monotonic() - began:5.0f}s] {message}", file=sys.stderr, flush=True)
 
+    if not native.onnxruntime_available():
+        log(f"{NATIVE_SKIPPED}: no native speed comparison")
     png = importlib.util.find_spec("matplotlib") is not None
-    if not png:
+    if args.out_dir is not None and not png:
         log("matplotlib is not installed (pip install 'gpt2-chat[bench]'): no PNG plot")
     result = run_bench(Options(quick=args.quick), log)
-    written = report.write(result, args.out_dir, png=png)
-    log("wrote " + ", ".join(str(p) for p in written))
+    if args.out_dir is not None:
+        written = report.write(result, args.out_dir, png=png)
+        log("wrote " + ", ".join(str(p) for p in written))
     print(
         report.to_json(result) if args.json else report.markdown(result),
         end="\n" if args.json else "",
