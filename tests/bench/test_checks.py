@@ -21,9 +21,10 @@ BUDGET = Budget("40b", 40_000_000_000, 39_000_000_000)
 
 
 class FakeCanister:
-    def __init__(self, per_token: float, accepts: int) -> None:
+    def __init__(self, per_token: float, accepts: int, refuses: bool = True) -> None:
         self.per_token = per_token
         self.accepts = accepts
+        self.refuses = refuses  # past `accepts`: an error, or (a full context) no token
         self.metered = SimpleNamespace(last=0)
         self.prompts: list[int] = []
 
@@ -35,32 +36,37 @@ class FakeCanister:
         self.prompts.append(n)
         if n > self.accepts:
             self.metered.last = round(self.per_token * self.accepts)
-            raise CanisterError(f"a {n}-token prompt does not fit")
+            if self.refuses:
+                raise CanisterError(f"a {n}-token prompt does not fit")
+            return [], self.metered.last
         self.metered.last = round(self.per_token * n)
         return [1], self.metered.last
 
 
-def cost_model() -> CostModel:
-    return CostModel(1024, 0.0, float(PER_TOKEN), 0.0, 0.0, 0.0, 0.0, 0.0)
+def cost_model(per_token: float) -> CostModel:
+    return CostModel(1024, 0.0, per_token, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize(
-    ("real_per_token", "accepts"),
+    ("per_token", "real_per_token", "accepts"),
     [
-        (PER_TOKEN, 672),  # the model says 685, the canister refuses past 672
-        (PER_TOKEN * 1.01, 1024),  # the model is 1% low: 685 runs over the budget
-        (PER_TOKEN * 0.98, 1024),  # the model is 2% high: there is room for more
-        (PER_TOKEN, 1024),  # the model is right
+        (PER_TOKEN, PER_TOKEN, 672),  # the model says 685, the canister refuses past 672
+        (PER_TOKEN, PER_TOKEN * 1.01, 1024),  # the model is 1% low: 685 runs over the budget
+        (PER_TOKEN, PER_TOKEN * 0.98, 1024),  # the model is 2% high: there is room for more
+        (PER_TOKEN, PER_TOKEN, 1024),  # the model is right
+        # Cheap tokens: the model's figure is the whole context, which leaves no room for
+        # the output token (no token back, no error).
+        (PER_TOKEN / 100, PER_TOKEN / 100, 1023),
     ],
 )
 def test_the_figure_is_the_largest_checked_value_that_fit(
-    real_per_token: float, accepts: int
+    per_token: float, real_per_token: float, accepts: int
 ) -> None:
     truth = min(accepts, int(BUDGET.budget // real_per_token))
-    model = cost_model()
+    model = cost_model(per_token)
     fig = figure(model, BUDGET, "max_prompt", 0)
-    assert fig.value == 685
-    bc = FakeCanister(real_per_token, accepts)
+    assert fig.value == min(1024, int(BUDGET.budget // per_token))
+    bc = FakeCanister(real_per_token, accepts, refuses=accepts < 1023)
     final, checks = checked_figure(bc, model, fig, BUDGET, vocab=50257)  # type: ignore[arg-type]
     assert final.value == truth
     last = checks[-1]

@@ -17,7 +17,15 @@ from typing import Any
 from gpt2_chat.backends.base import Reply
 from gpt2_chat.backends.embedded.backend import EmbeddedBackend
 from gpt2_chat.backends.embedded.runtime import Limits
-from gpt2_chat.bench.tables import Budget, Call, CostModel, Figure, figure, figure_cost
+from gpt2_chat.bench.tables import (
+    Budget,
+    Call,
+    CostModel,
+    Figure,
+    context_cap,
+    figure,
+    figure_cost,
+)
 from gpt2_chat.client.canister import CanisterError, Gpt2Canister, ModelInfo, Sampling
 from gpt2_chat.client.random_model import Shape, prepare_random
 from gpt2_chat.client.upload import upload_model
@@ -476,7 +484,12 @@ def _next_value(
 
 def _plus(model: CostModel, fig: Figure, k: int) -> Figure:
     n = fig.value + k
-    return replace(fig, value=n, predicted=figure_cost(model, fig.kind, fig.prompt, n))
+    return replace(
+        fig,
+        value=n,
+        predicted=figure_cost(model, fig.kind, fig.prompt, n),
+        capped_by_context=n >= context_cap(model, fig.kind, fig.prompt),
+    )
 
 
 # --- bigger shapes: do they load? -----------------------------------------------------------
