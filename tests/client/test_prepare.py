@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -705,6 +706,19 @@ def test_random_model_is_deterministic_and_what_prepare_accepts(tmp_path: Path, 
     if dtype == "f32":
         again_prepared = prepare(str(first.path), tmp_path / "p.safetensors")
         assert again_prepared.config == TINY.config()
+
+
+def test_random_model_memory_is_bounded_by_a_slice_not_the_model(tmp_path: Path) -> None:
+    # wte alone is 50257 x 128 f32 = 26 MB; it is generated 4096 rows (2 MB) at a time
+    # (quantizing a slice takes a few temporaries of its size).
+    wide = Shape("wide", n_layer=1, n_head=4, n_embd=128, vocab_size=50257, n_ctx=64)
+    tracemalloc.start()
+    try:
+        prepare_random(wide, tmp_path / "wide.safetensors", "int8")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, peak
 
 
 def test_random_model_unknown_shape_and_cancel(tmp_path: Path) -> None:

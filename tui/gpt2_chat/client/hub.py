@@ -1,10 +1,12 @@
 """GPT-2 checkpoints from the Hugging Face hub, through `huggingface_hub`.
 
 Files land in the hub's own cache (``$HF_HOME/hub``, shared with other tools) unless a
-`cache_dir` is given; an interrupted download resumes; a revision (branch, tag or commit) is
-resolved to its commit first and every file comes from that one commit, which the prepared
-file records. ``$HF_ENDPOINT``, ``$HF_TOKEN`` and ``$HF_HUB_OFFLINE`` work as everywhere
-else. When the hub cannot be reached, a revision already in the cache is used as it is.
+`cache_dir` is given. A dropped connection resumes where it stopped (within the run:
+huggingface_hub 2 does not keep partial files between runs). A revision (branch, tag or
+commit) is resolved to a commit by the first file and the second comes from that same
+commit, which the prepared file records. ``$HF_ENDPOINT``, ``$HF_TOKEN`` and
+``$HF_HUB_OFFLINE`` work as everywhere else. When the hub cannot be reached, a revision
+already in the cache is used as it is.
 """
 
 from __future__ import annotations
