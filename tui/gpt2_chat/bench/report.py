@@ -169,12 +169,17 @@ def markdown(report: dict[str, Any]) -> str:
         )
         + " Greedy tokens equal to the canister's over the first "
         + ", ".join(f"{by_dtype[d].get('reference_greedy_agreement')} ({d})" for d in dtypes)
-        + " decode steps ("
-        + "; ".join(sorted({str(by_dtype[d].get("reference_runtime")) for d in dtypes}))
-        + ").",
+        + " decode steps"
+        + (
+            " of the reference ("
+            + "; ".join(sorted({str(by_dtype[d].get("reference_runtime")) for d in dtypes}))
+            + ")."
+            if skipped
+            else "."
+        ),
         "",
-        f"Cycles: decode instructions per token at the app's default tokens per call, with "
-        f"the fees of {FEE_SCHEDULE} (`client/cycles.py`); an estimate, not a bill.",
+        "Cycles: the decode instructions per token, at the app's default tokens per call, "
+        f"priced with the fees in `client/cycles.py`: {FEE_SCHEDULE}. An estimate, not a bill.",
     ]
     shapes: list[dict[str, Any]] = report.get("shapes", [])
     if shapes:
