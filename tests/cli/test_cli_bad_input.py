@@ -56,6 +56,10 @@ ARGS_CASES = [
     (["--identity", "missing.pem", "info"], "cannot read identity file"),
     (["deploy"], "no dfx.json in"),
     (["upload", "missing.safetensors"], "no such file: missing.safetensors"),
+    (
+        ["prepare", "--random", "gpt2", "--seed", "-1", "-o", "x.safetensors"],
+        "--seed -1: the weights' seed must be between 0 and 2^64-1",
+    ),
 ]
 
 
