@@ -30,7 +30,7 @@ from replica_fakes import (
 )
 
 from gpt2_chat.backends.base import Reply
-from gpt2_chat.backends.replica import ReplicaBackend, resolve_canister_id, resolve_network_url
+from gpt2_chat.backends.replica import ReplicaBackend
 from gpt2_chat.backends.replica.errors import (
     CanisterEmpty,
     CanisterNotFound,
@@ -40,6 +40,7 @@ from gpt2_chat.backends.replica.errors import (
     CanisterTrapped,
     MethodNotFound,
 )
+from gpt2_chat.canister_ids import resolve_canister_id
 from gpt2_chat.errors import BackendError, InstructionLimitExceeded
 from gpt2_chat.identity import IdentityError, identity_from_pem, load_identity
 
@@ -49,16 +50,6 @@ REPLY = b"DIDL\x00\x01\x71\x02hi"
 
 
 # ---------------------------------------------------------------------- networks
-
-
-def test_network_aliases_and_urls() -> None:
-    assert resolve_network_url("local") == "http://127.0.0.1:4943"
-    assert resolve_network_url("ic") == "https://icp-api.io"
-    assert resolve_network_url("mainnet") == "https://icp-api.io"
-    assert resolve_network_url("http://localhost:8000/") == "http://localhost:8000"
-    for bad in ("staging", "ftp://x", "http://"):
-        with pytest.raises(BackendError):
-            resolve_network_url(bad)
 
 
 def test_descriptions() -> None:
@@ -94,9 +85,6 @@ def test_canister_id_resolution(tmp_path: Path) -> None:
     _write(tmp_path / "canister_ids.json", {"gpt2_backend": {"ic": ic_id}})
     assert resolve_canister_id(None, tmp_path, "local") == local_id
     assert resolve_canister_id("gpt2_backend", tmp_path, "ic") == ic_id
-    assert resolve_canister_id("gpt2_backend", tmp_path, "mainnet") == ic_id
-    assert resolve_canister_id("gpt2_backend", tmp_path, "http://127.0.0.1:4943") == local_id
-    assert resolve_canister_id("gpt2_backend", tmp_path, "https://icp-api.io") == ic_id
 
 
 def test_canister_id_missing_names_the_files(tmp_path: Path) -> None:
@@ -108,8 +96,6 @@ def test_canister_id_missing_names_the_files(tmp_path: Path) -> None:
     assert "dfx deploy gpt2_backend" in message
     with pytest.raises(BackendError, match=r"searched .*canister_ids.json"):
         resolve_canister_id("other", tmp_path, "ic")
-    with pytest.raises(BackendError, match="pass its canister id"):
-        resolve_canister_id("gpt2_backend", tmp_path, "https://example.org")
 
 
 def test_canister_id_file_broken(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import pytest
 from replica_fakes import BROKEN_VERSION, FAKE_DFX, FAKE_ICP, FakeServer, FakeTools, cbor
 
 from gpt2_chat.errors import BackendError
-from gpt2_chat.replica import tools
 from gpt2_chat.replica.tools import (
     CommandFailed,
     CommandLog,
@@ -336,21 +335,3 @@ def test_probe_times_out(http_server: FakeServer) -> None:
     probe = probe_replica(http_server.url, timeout=0.3)
     assert not probe.reachable and "no answer within 0.3 s" in probe.detail
     assert time.monotonic() - t0 < 3
-
-
-# ---------------------------------------------------------------------- module functions
-
-
-def test_module_functions_use_the_shared_log(
-    fake_tools: FakeTools, tmp_path: Path, closed_port: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake_tools.install("dfx", FAKE_DFX)
-    root = _project(tmp_path)
-    log = CommandLog()
-    monkeypatch.setattr(tools, "_DEFAULT", _manager(root, f"http://127.0.0.1:{closed_port}"))
-    monkeypatch.setattr(tools._DEFAULT, "log", log)
-    tools.start()
-    tools.stop()
-    assert "not running" in str(tools.status())
-    assert tools.deploy(root).canister_id == CANISTER_ID
-    assert [r.argv[1] for r in log.entries()] == ["--version", "start", "stop", "deploy"]

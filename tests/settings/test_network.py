@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gpt2_chat.backends.replica import ReplicaBackend
-from gpt2_chat.connect import NoDfxProject, dfx_project_dir, open_backend
+from gpt2_chat.connect import NoDfxProject, UnknownCanister, dfx_project_dir, open_backend
 from gpt2_chat.network import LOCAL_URL, MAINNET_URL, UnknownNetwork, parse_network
 from gpt2_chat.settings import InvalidSetting, Settings
 
@@ -29,6 +29,8 @@ LOCAL_ID = "bkyz2-fmaaa-aaaaa-qaaaq-cai"
         ("https://boundary.icp0.io", "replica", "https://boundary.icp0.io", "ic"),
         ("http://127.0.0.1:8080", "replica", "http://127.0.0.1:8080", "local"),
         ("http://localhost:4943", "replica", "http://localhost:4943", "local"),
+        # Neither mainnet nor this machine: no dfx file names its canisters.
+        ("https://replica.example.org", "replica", "https://replica.example.org", None),
     ],
 )
 def test_networks_parse(text: str, kind: str, url: str | None, dfx_network: str | None) -> None:
@@ -85,6 +87,15 @@ def test_a_canister_name_is_looked_up_under_the_networks_dfx_network(
         assert backend.url == parse_network(network).url
     finally:
         backend.close()
+
+
+def test_a_canister_name_on_another_remote_replica_asks_for_the_id(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project)
+    settings = Settings(network="https://replica.example.org", canister="gpt2_backend")
+    with pytest.raises(UnknownCanister):
+        open_backend(settings)
 
 
 def test_a_configured_project_dir_wins(

@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from icp_principal.principal import Principal
-
 from gpt2_chat.backends.base import Backend, Reply
+from gpt2_chat.canister_ids import DEFAULT_CANISTER_NAME, is_principal_text, resolve_canister_id
 from gpt2_chat.client.canister import Gpt2Canister
 from gpt2_chat.errors import BackendError
 from gpt2_chat.identity import default_identity, dfx_selected_identity, load_identity
@@ -22,7 +21,6 @@ from gpt2_chat.settings import Settings
 
 #: How long closing waits for a call in flight (a long load_model call, say).
 CLOSE_WAIT_S = 60.0
-DEFAULT_CANISTER_NAME = "gpt2_backend"
 
 
 class ConnectionClosed(BackendError):
@@ -31,6 +29,10 @@ class ConnectionClosed(BackendError):
 
 class NoDfxProject(BackendError):
     """A canister name to look up, and no dfx project to look it up in."""
+
+
+class UnknownCanister(BackendError):
+    """A canister name on a network whose canister ids no dfx file records."""
 
 
 class GuardedBackend:
@@ -109,8 +111,6 @@ def dfx_project_dir(settings: Settings) -> Path | None:
 def canister_id(settings: Settings, network: Network) -> str:
     """The canister's id: the setting when it is one, else the name looked up in the dfx
     project's files for the network's dfx network (mainnet ids for mainnet URLs)."""
-    from gpt2_chat.backends.replica import resolve_canister_id
-
     name = settings.canister or DEFAULT_CANISTER_NAME
     if is_principal_text(name):
         return name
@@ -121,16 +121,12 @@ def canister_id(settings: Settings, network: Network) -> str:
             "to look its id up in: pass the canister id, run from the dfx project, or set "
             "its directory (--project-dir)"
         )
-    assert network.dfx_network is not None
+    if network.dfx_network is None:
+        raise UnknownCanister(
+            f"canister `{name}` is a name, and {network.url} is neither a local replica nor "
+            "mainnet, so no dfx file names its canisters: pass the canister id"
+        )
     return resolve_canister_id(name, project, network.dfx_network)
-
-
-def is_principal_text(text: str) -> bool:
-    try:
-        Principal.from_str(text)
-    except (ValueError, TypeError):
-        return False
-    return True
 
 
 def open_backend(settings: Settings) -> Backend:

@@ -16,6 +16,19 @@ MAINNET_URL = "https://icp-api.io"
 MAINNET_HOSTS = ("icp-api.io", "ic0.app", "icp0.io")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 
+
+def is_mainnet_host(host: str) -> bool:
+    return host in MAINNET_HOSTS or host.endswith(tuple("." + h for h in MAINNET_HOSTS))
+
+
+def is_local_host(host: str) -> bool:
+    return host in _LOOPBACK_HOSTS or host.endswith(".localhost")
+
+
+def url_host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
 NETWORK_HELP = "embedded (the in-process runtime), local, ic (or mainnet), or a replica URL"
 
 
@@ -28,7 +41,8 @@ class Network:
     kind: Literal["embedded", "replica"]
     #: The replica endpoint (None for the embedded runtime).
     url: str | None
-    #: The dfx network whose `canister_ids.json` names canisters here: "local" or "ic".
+    #: The dfx network whose `canister_ids.json` names canisters here: "local" or "ic";
+    #: None where names cannot be looked up (the embedded runtime, another remote URL).
     dfx_network: str | None
     #: How the user sees it: "embedded runtime (not a replica)", "IC mainnet", a URL.
     label: str
@@ -58,9 +72,9 @@ def parse_network(text: str) -> Network:
         if not host:
             raise UnknownNetwork(f"`{name}` is not a usable replica URL (no host)")
         url = name.rstrip("/")
-        if host in MAINNET_HOSTS or host.endswith(tuple("." + h for h in MAINNET_HOSTS)):
+        if is_mainnet_host(host):
             return Network("replica", url, "ic", f"IC mainnet {url}")
-        # Any other endpoint is taken for a local-style network (dfx files its ids there).
-        where = "local replica" if host in _LOOPBACK_HOSTS else "replica"
-        return Network("replica", url, "local", f"{where} {url}")
+        if is_local_host(host):
+            return Network("replica", url, "local", f"local replica {url}")
+        return Network("replica", url, None, f"replica {url}")
     raise UnknownNetwork(f"unknown network `{name}`: use {NETWORK_HELP} (http:// or https://)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gpt2_chat.connect import DEFAULT_CANISTER_NAME
+from gpt2_chat.canister_ids import DEFAULT_CANISTER_NAME
 from gpt2_chat.network import parse_network
 from gpt2_chat.settings import Settings
 

@@ -11,13 +11,9 @@ from gpt2_chat.replica.tools import (
     ReplicaToolMissing,
     ReplicaTools,
     ToolInfo,
-    deploy,
     find_tools,
     probe_replica,
     run_command,
-    start,
-    status,
-    stop,
 )
 
 __all__ = [
@@ -30,11 +26,7 @@ __all__ = [
     "ReplicaToolMissing",
     "ReplicaTools",
     "ToolInfo",
-    "deploy",
     "find_tools",
     "probe_replica",
     "run_command",
-    "start",
-    "status",
-    "stop",
 ]

@@ -27,13 +27,9 @@ from pathlib import Path
 import cbor2
 import httpx
 
-from gpt2_chat.backends.replica import (
-    DEFAULT_CANISTER_NAME,
-    LOCAL_URL,
-    is_local_url,
-    resolve_canister_id,
-)
+from gpt2_chat.canister_ids import DEFAULT_CANISTER_NAME, resolve_canister_id
 from gpt2_chat.errors import BackendError
+from gpt2_chat.network import LOCAL_URL, is_local_host, url_host
 
 DFX_INSTALL = 'sh -ci "$(curl -fsSL https://internetcomputer.org/install.sh)"'
 #: Where each tool's default local network listens (icp-cli's gateway defaults to 8000).
@@ -345,7 +341,7 @@ def probe_replica(url: str, timeout: float = PROBE_TIMEOUT_S) -> ReplicaProbe:
     """Ask <url>/api/v2/status whether an IC replica answers there. Never raises."""
     url = url.rstrip("/")
     try:
-        with httpx.Client(trust_env=not is_local_url(url), timeout=timeout) as client:
+        with httpx.Client(trust_env=not is_local_host(url_host(url)), timeout=timeout) as client:
             response = client.get(f"{url}/api/v2/status")
     except httpx.ConnectError as e:
         refused = "refused" in str(e).lower() or "errno 111" in str(e).lower()
@@ -565,39 +561,3 @@ class ReplicaTools:
             ping=ping,
             command=command,
         )
-
-
-# ---------------------------------------------------------------------- module functions
-
-_DEFAULT: ReplicaTools | None = None
-_DEFAULT_LOCK = threading.Lock()
-
-
-def _default_tools(project_root: Path | str | None = None) -> ReplicaTools:
-    global _DEFAULT
-    with _DEFAULT_LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = ReplicaTools(Path(project_root) if project_root else _project_root())
-        return _DEFAULT
-
-
-def _project_root() -> Path | None:
-    # tui/gpt2_chat/replica/tools.py -> the repository root, when running from a checkout.
-    root = Path(__file__).resolve().parents[3]
-    return root if (root / "dfx.json").is_file() else None
-
-
-def start(clean: bool = False) -> ReplicaStatus:
-    return _default_tools().start(clean=clean)
-
-
-def stop() -> CommandRecord:
-    return _default_tools().stop()
-
-
-def status(ping: bool = False) -> ReplicaStatus:
-    return _default_tools().status(ping=ping)
-
-
-def deploy(project_root: Path | str, canister: str = DEFAULT_CANISTER_NAME) -> DeployResult:
-    return _default_tools(project_root).deploy(project_root, canister)

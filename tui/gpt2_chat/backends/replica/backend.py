@@ -54,13 +54,6 @@ from gpt2_chat.backends.replica.errors import (
     RequestExpired,
 )
 from gpt2_chat.backends.replica.failures import body_text, transport_error
-from gpt2_chat.backends.replica.networks import (
-    is_local_url,
-    is_mainnet_url,
-    is_principal_text,
-    resolve_network_url,
-    short_id,
-)
 from gpt2_chat.backends.replica.query_signatures import (
     SUBNET_PATH,
     node_keys,
@@ -74,8 +67,10 @@ from gpt2_chat.backends.replica.rejects import (
     rejection_error,
 )
 from gpt2_chat.backends.replica.transport import Deadline, HttpFailure, Transport
+from gpt2_chat.canister_ids import is_principal_text
 from gpt2_chat.errors import BackendError
 from gpt2_chat.identity import load_identity
+from gpt2_chat.network import is_local_host, parse_network, url_host
 
 #: The status endpoint (health, root key) answers at once or not at all.
 _STATUS_TIMEOUT_S = 15.0
@@ -130,7 +125,10 @@ class ReplicaBackend:
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        self.url = resolve_network_url(network)
+        parsed = parse_network(network)
+        if parsed.url is None:
+            raise BackendError("the embedded runtime is not a replica: give a replica's network")
+        self.url = parsed.url
         if not is_principal_text(canister_id):
             raise BackendError(f"`{canister_id}` is not a canister id (principal text)")
         self.canister_id = canister_id
@@ -138,15 +136,15 @@ class ReplicaBackend:
         self.identity = load_identity(identity)
         self.timeout = float(timeout)
         self.retries = max(0, int(retries))
-        self.is_local = is_local_url(self.url)
-        self.is_mainnet = is_mainnet_url(self.url)
+        self.is_local = is_local_host(url_host(self.url))
+        self.is_mainnet = parsed.dfx_network == "ic"
         if self.is_local:
             where = "local replica"
         elif self.is_mainnet:
             where = "mainnet"
         else:
             where = "replica"
-        self.description = f"{where} ({self.url}, canister {short_id(canister_id)})"
+        self.description = f"{where} ({self.url}, canister {_short_id(canister_id)})"
         # Local endpoints must not go through an HTTP proxy from the environment.
         self._transport = Transport(trust_env=not self.is_local)
         # API version per endpoint kind; moves to an older one when a replica 404s a newer.
@@ -475,3 +473,8 @@ def _decode_cbor(body: bytes) -> Mapping[Any, Any]:
 
 def _mentions_canister(body: bytes) -> bool:
     return b"anister" in body[:2000]
+
+
+def _short_id(canister_id: str) -> str:
+    head, _, rest = canister_id.partition("-")
+    return f"{head}-…" if rest else canister_id
