@@ -3,7 +3,8 @@
 This is a local embedded runtime, not a replica: no consensus, no certificates, no cycles.
 What it does keep from the IC, because the product depends on it:
 
-- instruction metering with the replica's cost table (`metering.py`) and the per-message
+- instruction metering with the replica's cost table (`cost_table.py`, applied by
+  `metering.py`) and the per-message
   limits (update 40B, query 5B, install/upgrade 300B), reported per call;
 - a trap rolls back the message's heap and stable-memory changes; a query's changes are
   always discarded;
