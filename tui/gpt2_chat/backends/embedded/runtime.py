@@ -31,6 +31,7 @@ import wasmtime
 
 from gpt2_chat.backends.base import Reply
 from gpt2_chat.backends.embedded import metering
+from gpt2_chat.backends.embedded.interrupts import InterruptGuard
 from gpt2_chat.backends.embedded.stable_memory import StableMemory, StableMemoryError
 from gpt2_chat.errors import BackendError, InstructionLimitExceeded
 
@@ -97,7 +98,9 @@ class EmbeddedCanister:
         self._snapshot = np.empty(0, dtype=np.uint8)
         state_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_state_dir(state_dir)
-        self._engine = wasmtime.Engine(wasmtime.Config())
+        config = wasmtime.Config()
+        config.epoch_interruption = True  # how a second Ctrl-C stops the guest
+        self._engine = wasmtime.Engine(config)
         self._module = self._compile(wasm)
         self._stable = StableMemory(state_dir / "stable.bin")
         self._store, self._instance = self._instantiate()
@@ -123,7 +126,7 @@ class EmbeddedCanister:
         """Instruments and compiles the module, caching the result by the wasm's hash."""
         cache = self.state_dir / "cache"
         cache.mkdir(parents=True, exist_ok=True)
-        key = hashlib.sha256(wasm + _WASMTIME_VERSION.encode()).hexdigest()[:32]
+        key = hashlib.sha256(wasm + _COMPILED_WITH.encode()).hexdigest()[:32]
         compiled = cache / f"{key}.cwasm"
         if compiled.exists():
             try:
@@ -141,6 +144,7 @@ class EmbeddedCanister:
     def _instantiate(self) -> tuple[wasmtime.Store, wasmtime.Instance]:
         store = wasmtime.Store(self._engine)
         store.set_limits(memory_size=HEAP_LIMIT)
+        store.set_epoch_deadline(1)
         linker = wasmtime.Linker(self._engine)
         for (module, name), (params, results, fn) in self._system_api().items():
             ty = wasmtime.FuncType([_VAL[p] for p in params], [_VAL[r] for r in results])
@@ -197,36 +201,37 @@ class EmbeddedCanister:
                 raise BackendError(
                     f"the canister has no {export.split(' ')[0][9:]} method {method!r}"
                 )
-            msg = _Message(method, arg, caller, limit)
-            heap = self._snapshot_heap()
-            saved_globals = [g.value(self._store) for g in self._mutable_globals]
-            self._counter.set_value(self._store, wasmtime.Val.i64(limit))
-            self._message = msg
-            try:
-                func(self._store)
-                used = self._used(msg)
-                if msg.rejected is not None:
-                    raise CanisterTrap(f"rejected: {msg.rejected}")
-                is_method = export.startswith(("canister_update", "canister_query"))
-                if is_method and not msg.replied:
-                    raise CanisterTrap("the method returned without replying")
-            except _OutOfInstructions:
-                self._rollback(heap, saved_globals)
-                raise InstructionLimitExceeded(
-                    f"{method} ran past the limit of {limit:,} instructions per call and was "
-                    "rolled back"
-                ) from None
-            except (CanisterTrap, StableMemoryError, wasmtime.Trap, wasmtime.WasmtimeError) as e:
-                self._rollback(heap, saved_globals)
-                text = e.message if isinstance(e, wasmtime.Trap) else str(e)
-                raise BackendError(f"the canister trapped in {method}: {text}") from None
-            finally:
-                self._message = None
-            if commit:
-                self._stable.commit()
-            else:
-                self._rollback(heap, saved_globals)
-            return Reply(bytes(msg.reply), used)
+            guard = InterruptGuard(self._engine)
+            with guard:
+                reply = self._run(func, export, _Message(method, arg, caller, limit), commit)
+            guard.replay()
+            return reply
+
+    def _run(self, func: wasmtime.Func, export: str, msg: _Message, commit: bool) -> Reply:
+        """One message: committed when it succeeds, rolled back on any exception."""
+        heap = self._snapshot_heap()
+        saved_globals = [g.value(self._store) for g in self._mutable_globals]
+        self._counter.set_value(self._store, wasmtime.Val.i64(msg.limit))
+        self._store.set_epoch_deadline(1)
+        self._message = msg
+        try:
+            func(self._store)
+            used = self._used(msg)
+            if msg.rejected is not None:
+                raise CanisterTrap(f"rejected: {msg.rejected}")
+            is_method = export.startswith(("canister_update", "canister_query"))
+            if is_method and not msg.replied:
+                raise CanisterTrap("the method returned without replying")
+        except BaseException as e:
+            self._rollback(heap, saved_globals)
+            raise _message_error(e, msg) from None
+        finally:
+            self._message = None
+        if commit:
+            self._stable.commit()
+        else:
+            self._rollback(heap, saved_globals)
+        return Reply(bytes(msg.reply), used)
 
     def _snapshot_heap(self) -> np.ndarray:
         """A copy of the heap, in a buffer kept between messages: a fresh copy of a large
@@ -383,6 +388,21 @@ class EmbeddedCanister:
         }
 
 
+def _message_error(e: BaseException, msg: _Message) -> BaseException:
+    """What a failed message raises, once rolled back."""
+    if isinstance(e, _OutOfInstructions):
+        return InstructionLimitExceeded(
+            f"{msg.method} ran past the limit of {msg.limit:,} instructions per call and was "
+            "rolled back"
+        )
+    if isinstance(e, wasmtime.Trap) and e.trap_code == wasmtime.TrapCode.INTERRUPT:
+        return KeyboardInterrupt()  # a second Ctrl-C stopped the guest
+    if isinstance(e, CanisterTrap | StableMemoryError | wasmtime.Trap | wasmtime.WasmtimeError):
+        text = e.message if isinstance(e, wasmtime.Trap) else str(e)
+        return BackendError(f"the canister trapped in {msg.method}: {text}")
+    return e  # a bug in a host function: rolled back, and it keeps its traceback
+
+
 def _lock_state_dir(state_dir: Path) -> IO[str]:
     """One process per state dir: two heaps over one stable-memory file would corrupt it."""
     f = (state_dir / "lock").open("a+")
@@ -402,5 +422,6 @@ def _lock_state_dir(state_dir: Path) -> IO[str]:
     return f
 
 
-_WASMTIME_VERSION = importlib.metadata.version("wasmtime")
+# Compiled code depends on the wasmtime build and the engine config.
+_COMPILED_WITH = importlib.metadata.version("wasmtime") + " epoch_interruption"
 _VAL = {"i": wasmtime.ValType.i32(), "I": wasmtime.ValType.i64()}
