@@ -227,10 +227,14 @@ class EmbeddedCanister:
             raise _message_error(e, msg) from None
         finally:
             self._message = None
-        if commit:
-            self._stable.commit()
-        else:
+        if not commit:
             self._rollback(heap, saved_globals)
+            return Reply(bytes(msg.reply), used)
+        try:
+            self._stable.commit()
+        except BaseException:
+            self._rollback(heap, saved_globals)  # e.g. DiskFull: as if it never ran
+            raise
         return Reply(bytes(msg.reply), used)
 
     def _snapshot_heap(self) -> np.ndarray:

@@ -5,14 +5,22 @@ recorded; `commit` applies them to the memory-mapped file (data pages first, pag
 where the canister keeps its upload record — last, so a process killed mid-commit leaves
 the old record pointing at valid data), and `discard` drops them, which is how a trap
 rolls stable memory back.
+
+The file is written through the map, so every byte of it must have disk space reserved
+first (`posix_fallocate`): a store into a sparse hole on a full disk is a SIGBUS, not an
+error. A commit that cannot reserve its growth raises `DiskFull` before writing anything.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
+import os
 from pathlib import Path
 
 import numpy as np
+
+from gpt2_chat.errors import BackendError
 
 PAGE = 64 * 1024
 #: The IC's stable memory limit.
@@ -23,12 +31,18 @@ class StableMemoryError(Exception):
     """An out-of-bounds access: the canister traps."""
 
 
+class DiskFull(BackendError):
+    """The stable-memory file cannot get the space a commit needs."""
+
+
 class StableMemory:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(exist_ok=True)
+        self.path = path
         self._file = path.open("r+b")
         self._committed = path.stat().st_size // PAGE * PAGE
+        self._reserve(0, self._committed)  # older files may be sparse
         self._size = self._committed
         self._map: mmap.mmap | None = None
         self._remap()
@@ -91,9 +105,24 @@ class StableMemory:
             return memoryview(self._map)[page * PAGE : (page + 1) * PAGE]
         return bytes(PAGE)
 
+    def _reserve(self, offset: int, length: int) -> None:
+        if length <= 0:
+            return
+        try:
+            os.posix_fallocate(self._file.fileno(), offset, length)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise DiskFull(
+                f"no space left for the canister's stable memory ({self.path} needs "
+                f"{offset + length:,} bytes); free some space and retry"
+            ) from None
+
     def commit(self) -> None:
+        """Applies the message's changes; raises `DiskFull` (changes kept, nothing
+        written) when the file cannot grow."""
         if self._size > self._committed:
-            self._file.truncate(self._size)
+            self._reserve(self._committed, self._size - self._committed)
             self._committed = self._size
             self._remap()
         assert self._map is not None or not self._dirty
