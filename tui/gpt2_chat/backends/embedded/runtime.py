@@ -14,17 +14,15 @@ What it does keep from the IC, because the product depends on it:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.metadata
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import wasmtime
@@ -97,12 +95,21 @@ class EmbeddedCanister:
         self._message: _Message | None = None
         self._snapshot = np.empty(0, dtype=np.uint8)
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _lock_state_dir(state_dir)
+        self._stable = StableMemory(state_dir / "stable.bin")  # first: it locks the state
+        try:
+            self._start(wasm)
+        except BaseException:
+            self._stable.close()
+            raise
+
+    # ------------------------------------------------------------------ setup
+
+    def _start(self, wasm: bytes) -> None:
+        """Compiles and instantiates the module, then installs or upgrades the canister."""
         config = wasmtime.Config()
         config.epoch_interruption = True  # how a second Ctrl-C stops the guest
         self._engine = wasmtime.Engine(config)
         self._module = self._compile(wasm)
-        self._stable = StableMemory(state_dir / "stable.bin")
         self._store, self._instance = self._instantiate()
         self._counter = self._global(metering.COUNTER_GLOBAL_EXPORT)
         self._mutable_globals = [
@@ -111,7 +118,7 @@ class EmbeddedCanister:
             if name.startswith(metering.MUTABLE_GLOBAL_EXPORT_PREFIX)
             and isinstance(g, wasmtime.Global)
         ]
-        meta_path = state_dir / "canister.json"
+        meta_path = self.state_dir / "canister.json"
         wasm_sha = hashlib.sha256(wasm).hexdigest()
         if meta_path.exists():
             self._lifecycle("canister_post_upgrade")
@@ -119,8 +126,6 @@ class EmbeddedCanister:
             self._lifecycle("canister_init", EMPTY_ARGS)
         meta = {"wasm_sha256": wasm_sha, "installed_ns": time.time_ns()}
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-
-    # ------------------------------------------------------------------ setup
 
     def _compile(self, wasm: bytes) -> wasmtime.Module:
         """Instruments and compiles the module, caching the result by the wasm's hash."""
@@ -260,13 +265,12 @@ class EmbeddedCanister:
 
     @property
     def closed(self) -> bool:
-        return self._lock_file.closed
+        return self._stable.closed
 
     def close(self) -> None:
         with self._lock:
-            if not self._lock_file.closed:
+            if not self._stable.closed:
                 self._stable.close()
-                self._lock_file.close()
 
     # ------------------------------------------------------------------ ic0
 
@@ -405,25 +409,6 @@ def _message_error(e: BaseException, msg: _Message) -> BaseException:
         text = e.message if isinstance(e, wasmtime.Trap) else str(e)
         return BackendError(f"the canister trapped in {msg.method}: {text}")
     return e  # a bug in a host function: rolled back, and it keeps its traceback
-
-
-def _lock_state_dir(state_dir: Path) -> IO[str]:
-    """One process per state dir: two heaps over one stable-memory file would corrupt it."""
-    f = (state_dir / "lock").open("a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        owner = f.read().strip() or "another process"
-        f.close()
-        raise BackendError(
-            f"the embedded runtime's state in {state_dir} is in use by {owner}; "
-            "close it first or pass another --state-dir"
-        ) from None
-    f.truncate(0)
-    f.write(f"gpt2-chat process {os.getpid()}\n")
-    f.flush()
-    return f
 
 
 # Compiled code depends on the wasmtime build and the engine config.

@@ -14,6 +14,7 @@ error. A commit that cannot reserve its growth raises `DiskFull` before writing 
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 from pathlib import Path
@@ -35,12 +36,29 @@ class DiskFull(BackendError):
     """The stable-memory file cannot get the space a commit needs."""
 
 
+class StateInUse(BackendError):
+    """Another runtime (in this process or another) has the stable-memory file open."""
+
+
 class StableMemory:
+    """The stable-memory file, locked for as long as it is open: two heaps over one file
+    would corrupt it."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(exist_ok=True)
         self.path = path
         self._file = path.open("r+b")
+        try:
+            # flock, not fcntl: its lock belongs to this open file, so a second open in
+            # the same process is refused too.
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise StateInUse(
+                f"the embedded runtime's state in {path.parent} is in use by another "
+                "process; close it first or pass another --state-dir"
+            ) from None
         self._committed = path.stat().st_size // PAGE * PAGE
         self._reserve(0, self._committed)  # older files may be sparse
         self._size = self._committed
@@ -134,6 +152,10 @@ class StableMemory:
     def discard(self) -> None:
         self._dirty.clear()
         self._size = self._committed
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
 
     def close(self) -> None:
         self.discard()
