@@ -109,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="model and upload state")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "reset", help="move the embedded canister's state to a backup and start over"
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
+
+    p = sub.add_parser("controllers", help="list or change the embedded canister's controllers")
+    p.add_argument("action", choices=["list", "add", "remove"])
+    p.add_argument("principal", nargs="?", help="for add and remove")
+
     sub.add_parser("chat", help="interactive chat in the terminal (line mode)")
     sub.add_parser("tui", help="the terminal app: chat, model upload, replica, settings (default)")
 
@@ -287,12 +296,70 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         "config": asdict(info.config) if info.config else None,
         "weights_heap_bytes": info.weights_heap_bytes,
         "sessions": info.sessions,
+        "controllers": _embedded_controllers(backend),
     }
     if args.json:
         print(json.dumps(data))
         return 0
     for key, value in data.items():
         print(f"{key:>18}: {value}")
+    return 0
+
+
+def _embedded_controllers(backend: Backend) -> list[str] | None:
+    """The controllers, where the backend can tell (the replica's are dfx's business)."""
+    from gpt2_chat.backends.embedded.backend import EmbeddedBackend
+
+    if not isinstance(backend, EmbeddedBackend):
+        return None
+    return [p.to_str() for p in backend.controllers()]
+
+
+def cmd_controllers(args: argparse.Namespace, settings: Settings) -> int:
+    from icp_principal.principal import Principal
+
+    from gpt2_chat.backends.embedded.backend import EmbeddedBackend
+
+    if (args.action == "list") != (args.principal is None):
+        raise UsageError("usage: gpt2-chat controllers list | add PRINCIPAL | remove PRINCIPAL")
+    backend, _ = _canister(settings)
+    try:
+        if not isinstance(backend, EmbeddedBackend):
+            raise UsageError(
+                "the controllers of a replica canister are changed with "
+                "`dfx canister update-settings`"
+            )
+        controllers = backend.controllers()
+        if args.action != "list":
+            principal = Principal.from_str(args.principal)
+            if args.action == "add" and principal not in controllers:
+                controllers.append(principal)
+            if args.action == "remove":
+                controllers = [c for c in controllers if c != principal]
+            backend.set_controllers(controllers)
+        for controller in backend.controllers():
+            print(controller.to_str())
+        return 0
+    finally:
+        backend.close()
+
+
+def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
+    from gpt2_chat.backends.embedded.state_dir import reset
+
+    state_dir = settings.resolved_state_dir()
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("reset moves the canister's state aside; pass --yes to confirm")
+        answer = input(f"Move the embedded canister's state in {state_dir} to a backup? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+    backup = reset(state_dir)
+    if backup is None:
+        print(f"nothing to reset in {state_dir}")
+    else:
+        print(f"moved the canister's state to {backup}; the next command starts a new canister")
     return 0
 
 
@@ -412,6 +479,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "generate": cmd_generate,
     "info": cmd_info,
     "chat": cmd_chat,
+    "reset": cmd_reset,
+    "controllers": cmd_controllers,
     "replica": cmd_replica,
     "deploy": cmd_deploy,
     "bench": cmd_bench,

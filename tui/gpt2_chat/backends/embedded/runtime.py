@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import wasmtime
+from icp_principal.principal import Principal
 
 from gpt2_chat.backends.base import Reply
 from gpt2_chat.backends.embedded import metering
+from gpt2_chat.backends.embedded import state_dir as state_files
 from gpt2_chat.backends.embedded.interrupts import InterruptGuard
 from gpt2_chat.backends.embedded.stable_memory import StableMemory, StableMemoryError
 from gpt2_chat.errors import BackendError, InstructionLimitExceeded
@@ -89,22 +90,31 @@ class EmbeddedCanister:
         self.state_dir = state_dir
         self.limits = limits or Limits()
         self.canister_id = canister_id
-        self.controllers = list(controllers)
         self._log = log or (lambda _line: None)
         self._lock = threading.Lock()
         self._message: _Message | None = None
         self._snapshot = np.empty(0, dtype=np.uint8)
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._stable = StableMemory(state_dir / "stable.bin")  # first: it locks the state
+        self._stable = StableMemory(state_dir / state_files.STABLE)  # first: it locks the state
         try:
-            self._start(wasm)
+            installed = state_files.read_meta(state_dir)
+            recorded = state_files.read_controllers(state_dir)
+            if recorded is None:  # a new canister: installed with the given controllers
+                state_files.write_controllers(state_dir, [Principal(c) for c in controllers])
+            self.controllers = [p.bytes for p in recorded] if recorded else list(controllers)
+            state_files.check_stable_size(
+                self._stable.path,
+                self._stable.file_bytes,
+                installed.stable_bytes if installed else None,
+            )
+            self._start(wasm, installed)
         except BaseException:
             self._stable.close()
             raise
 
     # ------------------------------------------------------------------ setup
 
-    def _start(self, wasm: bytes) -> None:
+    def _start(self, wasm: bytes, installed: state_files.Meta | None) -> None:
         """Compiles and instantiates the module, then installs or upgrades the canister."""
         config = wasmtime.Config()
         config.epoch_interruption = True  # how a second Ctrl-C stops the guest
@@ -118,14 +128,29 @@ class EmbeddedCanister:
             if name.startswith(metering.MUTABLE_GLOBAL_EXPORT_PREFIX)
             and isinstance(g, wasmtime.Global)
         ]
-        meta_path = self.state_dir / "canister.json"
-        wasm_sha = hashlib.sha256(wasm).hexdigest()
-        if meta_path.exists():
-            self._lifecycle("canister_post_upgrade")
-        else:
+        self._meta = state_files.Meta(
+            hashlib.sha256(wasm).hexdigest(),
+            time.time_ns(),
+            installed.stable_bytes if installed else None,
+        )
+        if installed is None:
             self._lifecycle("canister_init", EMPTY_ARGS)
-        meta = {"wasm_sha256": wasm_sha, "installed_ns": time.time_ns()}
-        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+        else:
+            try:
+                self._lifecycle("canister_post_upgrade")
+            except BackendError as e:
+                raise state_files.DamagedState(
+                    self._stable.path, f"the canister cannot start from it ({e})"
+                ) from None
+        self._meta = replace(self._meta, stable_bytes=self._stable.size_bytes)
+        state_files.write_meta(self.state_dir, self._meta)
+
+    def _record_stable_size(self) -> None:
+        """Keeps the record of the committed stable-memory size (after the data is there:
+        a file longer than its record is fine, a shorter one was truncated)."""
+        if self._meta.stable_bytes != self._stable.size_bytes:
+            self._meta = replace(self._meta, stable_bytes=self._stable.size_bytes)
+            state_files.write_meta(self.state_dir, self._meta)
 
     def _compile(self, wasm: bytes) -> wasmtime.Module:
         """Instruments and compiles the module, caching the result by the wasm's hash."""
@@ -240,6 +265,7 @@ class EmbeddedCanister:
         except BaseException:
             self._rollback(heap, saved_globals)  # e.g. DiskFull: as if it never ran
             raise
+        self._record_stable_size()
         return Reply(bytes(msg.reply), used)
 
     def _snapshot_heap(self) -> np.ndarray:
@@ -262,6 +288,12 @@ class EmbeddedCanister:
         for g, v in zip(self._mutable_globals, saved_globals, strict=True):
             g.set_value(self._store, v)
         self._stable.discard()
+
+    def set_controllers(self, controllers: Sequence[bytes]) -> None:
+        """Replaces the controllers (the caller checks who may)."""
+        with self._lock:
+            state_files.write_controllers(self.state_dir, [Principal(c) for c in controllers])
+            self.controllers = list(controllers)
 
     @property
     def closed(self) -> bool:

@@ -18,6 +18,7 @@ import fcntl
 import mmap
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -40,6 +41,20 @@ class StateInUse(BackendError):
     """Another runtime (in this process or another) has the stable-memory file open."""
 
 
+def lock_exclusively(file: BinaryIO, state_dir: Path) -> None:
+    """Locks an open state file until it is closed; StateInUse when someone else has it.
+
+    flock, not fcntl: its lock belongs to this open file, so a second open in the same
+    process is refused too."""
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StateInUse(
+            f"the embedded runtime's state in {state_dir} is in use by another "
+            "process; close it first or pass another --state-dir"
+        ) from None
+
+
 class StableMemory:
     """The stable-memory file, locked for as long as it is open: two heaps over one file
     would corrupt it."""
@@ -50,17 +65,14 @@ class StableMemory:
         self.path = path
         self._file = path.open("r+b")
         try:
-            # flock, not fcntl: its lock belongs to this open file, so a second open in
-            # the same process is refused too.
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            lock_exclusively(self._file, path.parent)
+            #: The size found on disk (the state dir's checks compare it with the record).
+            self.file_bytes = path.stat().st_size
+            self._committed = self.file_bytes // PAGE * PAGE
+            self._reserve(0, self._committed)  # older files may be sparse
+        except BaseException:
             self._file.close()
-            raise StateInUse(
-                f"the embedded runtime's state in {path.parent} is in use by another "
-                "process; close it first or pass another --state-dir"
-            ) from None
-        self._committed = path.stat().st_size // PAGE * PAGE
-        self._reserve(0, self._committed)  # older files may be sparse
+            raise
         self._size = self._committed
         self._map: mmap.mmap | None = None
         self._remap()
