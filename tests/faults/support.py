@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,8 +30,11 @@ class Outcome:
 class Cli:
     """`gpt2-chat` with its own state dir and settings file."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, warm: Cli | None = None) -> None:
+        """`warm`: another Cli whose compiled module to reuse (compiling costs seconds)."""
         self.root = root
+        if warm is not None:
+            shutil.copytree(warm.root / "state" / "cache", root / "state" / "cache")
         self.env = {
             **os.environ,
             "GPT2_CHAT_STATE_DIR": str(root / "state"),
@@ -72,18 +76,18 @@ class Cli:
         model = self.root / "model.safetensors"
         if not model.exists():
             result = self.run("prepare", str(CLI_FIXTURE), "-o", str(model))
-            assert result.returncode == 0, result.stderr
+            assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
         return model
 
     def greedy_tokens(self) -> list[int]:
         result = self.run(*GREEDY)
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
         tokens: list[int] = json.loads(result.stdout)["token_ids"]
         return tokens
 
     def info(self) -> dict[str, object]:
         result = self.run("info", "--json")
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
         data: dict[str, object] = json.loads(result.stdout)
         return data
 
@@ -100,3 +104,10 @@ def assert_clean_interrupt(outcome: Outcome) -> None:
     assert "Traceback" not in outcome.stderr, outcome.stderr
     if outcome.returncode == 130:
         assert outcome.stderr.strip().splitlines()[-1] == "interrupted", outcome.stderr
+
+
+def assert_usable(cli: Cli, reference: list[int]) -> None:
+    """The state dir still holds the whole model, loaded, and generates as before."""
+    info = cli.info()
+    assert info["loaded"] and info["complete"], info
+    assert cli.greedy_tokens() == reference

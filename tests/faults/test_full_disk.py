@@ -58,7 +58,7 @@ def test_upload_onto_a_full_disk_is_one_error_and_resumes(small_disk: Path) -> N
 
     filler.unlink()
     resumed = cli.run("upload", str(model))
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 0, (resumed.returncode, resumed.stdout, resumed.stderr)
     assert f"resumed at byte {partial['uploaded_bytes']}" in resumed.stdout
     info = cli.info()
     assert info["loaded"] and info["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()

@@ -7,25 +7,9 @@ import hashlib
 import signal
 from pathlib import Path
 
-import pytest
-
-from tests.faults.support import PROMPT, Cli, assert_clean_interrupt, delays
+from tests.faults.support import PROMPT, Cli, assert_clean_interrupt, assert_usable, delays
 
 RUNS = 3
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, list[int]]:
-    cli = Cli(tmp_path_factory.mktemp("sigint"))
-    result = cli.run("upload", str(cli.prepare()))
-    assert result.returncode == 0, result.stderr
-    return cli, cli.greedy_tokens()
-
-
-def assert_usable(cli: Cli, reference: list[int]) -> None:
-    info = cli.info()
-    assert info["loaded"] and info["complete"]
-    assert cli.greedy_tokens() == reference
 
 
 def test_sigint_during_generate(loaded: tuple[Cli, list[int]]) -> None:
@@ -45,12 +29,12 @@ def test_sigint_during_chat(loaded: tuple[Cli, list[int]]) -> None:
 
 
 def test_sigint_during_upload_then_resume(loaded: tuple[Cli, list[int]], tmp_path: Path) -> None:
-    _, reference = loaded
-    cli = Cli(tmp_path)
+    warm, reference = loaded
+    cli = Cli(tmp_path, warm)
     model = cli.prepare()
     for delay in delays(seed=3, count=RUNS, low=0.4, high=1.8):
         assert_clean_interrupt(cli.hurt(("upload", str(model)), signal.SIGINT, delay))
     result = cli.run("upload", str(model))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
     assert cli.info()["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     assert_usable(cli, reference)

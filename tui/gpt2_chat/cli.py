@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -171,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = resolve_settings(args)
         return int(COMMANDS[command](args, settings) or 0)
     except KeyboardInterrupt:
+        # Leaving anyway: a Ctrl-C still pending or pressed again must not turn the clean
+        # exit into a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         StatusLine.end()
         print("interrupted", file=sys.stderr)
         return 130

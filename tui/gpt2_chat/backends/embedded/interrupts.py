@@ -28,6 +28,7 @@ class InterruptGuard:
     def __init__(self, engine: wasmtime.Engine) -> None:
         self._engine = engine
         self._count = 0
+        self._seen = False
         self._active = threading.current_thread() is threading.main_thread()
         self._previous: Any = None
         self._previous_fd = -1
@@ -47,7 +48,7 @@ class InterruptGuard:
         self._pipe = (read_end, write_end)
         self._watcher = threading.Thread(target=self._watch, name="sigint-watch", daemon=True)
         self._watcher.start()
-        self._previous = signal.signal(signal.SIGINT, _ignore)
+        self._previous = signal.signal(signal.SIGINT, self._seen_by_python)
         self._previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         return self
 
@@ -72,18 +73,19 @@ class InterruptGuard:
         self._watcher.join()
         os.close(self._pipe[0])
 
+    def _seen_by_python(self, signum: int, frame: FrameType | None) -> None:
+        """The Python-level handler (needed for the wakeup fd to be written); the watcher
+        counts. It runs late (between bytecodes) and may not have run by the time the
+        message ends: then the restored handler gets the signal itself."""
+        self._seen = True
+
     def replay(self) -> None:
-        """Delivers a recorded Ctrl-C to the handler that was in place before the message
-        (normally: raises KeyboardInterrupt)."""
-        if not self.interrupted:
+        """Delivers a Ctrl-C that our handler took to the handler that was in place before
+        the message (normally: raises KeyboardInterrupt)."""
+        if not self._seen:
             return
         handler = self._previous
         if callable(handler):
             handler(signal.SIGINT, None)
         elif handler == signal.SIG_DFL:
             raise KeyboardInterrupt
-
-
-def _ignore(signum: int, frame: FrameType | None) -> None:
-    """The Python-level handler must exist for the wakeup fd to be written; the watcher
-    thread does the counting."""

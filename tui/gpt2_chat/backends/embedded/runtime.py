@@ -30,6 +30,7 @@ from icp_principal.principal import Principal
 from gpt2_chat.backends.base import Reply
 from gpt2_chat.backends.embedded import metering
 from gpt2_chat.backends.embedded import state_dir as state_files
+from gpt2_chat.backends.embedded import system_api_costs as costs
 from gpt2_chat.backends.embedded.interrupts import InterruptGuard
 from gpt2_chat.backends.embedded.stable_memory import StableMemory, StableMemoryError
 from gpt2_chat.errors import BackendError, InstructionLimitExceeded
@@ -42,10 +43,6 @@ HEAP_LIMIT = 3 * 1024**3
 #: An empty Candid argument list, what `dfx canister install` sends to `canister_init`.
 EMPTY_ARGS = b"DIDL\x00\x00"
 
-# Fixed overheads the replica charges for system API calls (its `system_api_complexity`
-# table), plus one instruction per byte copied.
-_OVERHEAD = {"default": 20, "debug_print": 100, "performance_counter": 200}
-
 
 class CanisterTrap(Exception):
     """The canister trapped (ic0.trap, a wasm trap, or a bad system API call)."""
@@ -57,11 +54,15 @@ class _OutOfInstructions(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """Instructions per message, as on the IC; tests lower them to provoke the limit."""
+    """Instructions, and bytes of stable memory accessed, per message, as on the IC; tests
+    lower them to provoke the limit."""
 
     update: int = UPDATE_LIMIT
     query: int = QUERY_LIMIT
     upgrade: int = UPGRADE_LIMIT
+    stable_update: int = costs.STABLE_ACCESS_LIMIT_BYTES["update"]
+    stable_query: int = costs.STABLE_ACCESS_LIMIT_BYTES["query"]
+    stable_upgrade: int = costs.STABLE_ACCESS_LIMIT_BYTES["upgrade"]
 
 
 @dataclass
@@ -70,7 +71,10 @@ class _Message:
     arg: bytes
     caller: bytes
     limit: int
+    stable_limit: int  # bytes of stable memory it may access, and dirty
     reply: bytearray = field(default_factory=bytearray)
+    accessed: set[int] = field(default_factory=set)  # stable memory OS pages
+    dirtied: set[int] = field(default_factory=set)
     replied: bool = False
     rejected: str | None = None
 
@@ -209,31 +213,33 @@ class EmbeddedCanister:
     # ------------------------------------------------------------------ calls
 
     def update(self, method: str, arg: bytes, caller: bytes) -> Reply:
-        return self._call(
-            f"canister_update {method}", method, arg, caller, self.limits.update, True
-        )
+        msg = _Message(method, arg, caller, self.limits.update, self.limits.stable_update)
+        return self._call(f"canister_update {method}", msg, True)
 
     def query(self, method: str, arg: bytes, caller: bytes) -> Reply:
-        return self._call(f"canister_query {method}", method, arg, caller, self.limits.query, False)
+        msg = _Message(method, arg, caller, self.limits.query, self.limits.stable_query)
+        return self._call(f"canister_query {method}", msg, False)
 
     def _lifecycle(self, export: str, arg: bytes = b"") -> None:
         if export not in self._exports():
             return
         caller = self.controllers[0] if self.controllers else b"\x04"
-        self._call(export, export, arg, caller, self.limits.upgrade, True)
+        self._call(
+            export,
+            _Message(export, arg, caller, self.limits.upgrade, self.limits.stable_upgrade),
+            True,
+        )
 
-    def _call(
-        self, export: str, method: str, arg: bytes, caller: bytes, limit: int, commit: bool
-    ) -> Reply:
+    def _call(self, export: str, msg: _Message, commit: bool) -> Reply:
         with self._lock:
             func = self._exports().get(export)
             if not isinstance(func, wasmtime.Func):
                 raise BackendError(
-                    f"the canister has no {export.split(' ')[0][9:]} method {method!r}"
+                    f"the canister has no {export.split(' ')[0][9:]} method {msg.method!r}"
                 )
             guard = InterruptGuard(self._engine)
             with guard:
-                reply = self._run(func, export, _Message(method, arg, caller, limit), commit)
+                reply = self._run(func, export, msg, commit)
             guard.replay()
             return reply
 
@@ -312,6 +318,29 @@ class EmbeddedCanister:
         if left < 0:
             raise _OutOfInstructions()
 
+    def _access_stable(self, offset: int, size: int, *, write: bool) -> int:
+        """Counts the message's stable-memory OS pages (traps past its limit, as the
+        replica does); returns how many pages this write dirties for the first time."""
+        if size == 0:
+            return 0
+        msg = self._msg()
+        pages = range(offset // costs.OS_PAGE, (offset + size - 1) // costs.OS_PAGE + 1)
+        touched = msg.dirtied if write else msg.accessed
+        before = len(touched)
+        touched.update(pages)
+        if write:
+            msg.accessed.update(pages)
+        limit_pages = msg.stable_limit // costs.OS_PAGE
+        if len(msg.accessed) > limit_pages:
+            raise CanisterTrap(
+                f"the message accessed more than {msg.stable_limit:,} bytes of stable memory"
+            )
+        if len(msg.dirtied) > limit_pages:
+            raise CanisterTrap(
+                f"the message wrote more than {msg.stable_limit:,} bytes of stable memory"
+            )
+        return len(touched) - before if write else 0
+
     def _msg(self) -> _Message:
         if self._message is None:
             raise CanisterTrap("system API called outside a message")
@@ -336,58 +365,78 @@ class EmbeddedCanister:
                 dst = mem.get_buffer_ptr(c, len(data), ptr)
                 np.ctypeslib.as_array(dst)[:] = np.frombuffer(data, dtype=np.uint8)
 
-        def copy_out(source: Callable[[], bytes], overhead: int = _OVERHEAD["default"]) -> Any:
+        fee = costs.OVERHEAD
+
+        def copy_out(name: str, source: Callable[[], bytes]) -> Any:
             def fn(c: wasmtime.Caller, dst: int, off: int, size: int) -> None:
+                self._charge(fee[name] + size)
                 data = source()
                 if off < 0 or size < 0 or off + size > len(data):
                     raise CanisterTrap(f"copy out of range: {off}+{size} of {len(data)} bytes")
-                self._charge(overhead + size)
                 mem_write(c, dst, data[off : off + size])
 
             return fn
 
-        def size_of(source: Callable[[], bytes]) -> Any:
-            return lambda c: len(source())
+        def size_of(name: str, source: Callable[[], bytes]) -> Any:
+            def fn(c: wasmtime.Caller) -> int:
+                self._charge(fee[name])
+                return len(source())
+
+            return fn
 
         def reply_append(c: wasmtime.Caller, src: int, size: int) -> None:
-            self._charge(_OVERHEAD["default"] + size)
+            self._charge(fee["msg_reply_data_append"] + costs.BYTE_TRANSMISSION_COST_FACTOR * size)
             self._msg().reply += mem_read(c, src, size)
 
         def reply(c: wasmtime.Caller) -> None:
+            self._charge(fee["msg_reply"])
             msg = self._msg()
             if msg.replied:
                 raise CanisterTrap("msg_reply called twice")
             msg.replied = True
 
         def reject(c: wasmtime.Caller, src: int, size: int) -> None:
+            self._charge(fee["msg_reject"] + costs.BYTE_TRANSMISSION_COST_FACTOR * size)
             self._msg().rejected = mem_read(c, src, size).decode("utf-8", "replace")
 
         def trap(c: wasmtime.Caller, src: int, size: int) -> None:
+            self._charge(fee["trap"] + costs.TRAP_PER_BYTE * size)
             raise CanisterTrap(mem_read(c, src, size).decode("utf-8", "replace"))
 
         def debug_print(c: wasmtime.Caller, src: int, size: int) -> None:
-            self._charge(_OVERHEAD["debug_print"] + size)
+            self._charge(fee["debug_print"] + costs.DEBUG_PRINT_PER_BYTE * size)
             self._log(mem_read(c, src, size).decode("utf-8", "replace"))
 
         def performance_counter(c: wasmtime.Caller, kind: int) -> int:
-            self._charge(_OVERHEAD["performance_counter"])
+            self._charge(fee["performance_counter"])
             return self._used(self._msg())
 
+        def now(c: wasmtime.Caller) -> int:
+            self._charge(fee["time"])
+            return time.time_ns()
+
         def is_controller(c: wasmtime.Caller, src: int, size: int) -> int:
+            self._charge(fee["is_controller"] + size)
             return int(mem_read(c, src, size) in self.controllers)
 
         def stable_size(c: wasmtime.Caller) -> int:
+            self._charge(fee["stable64_size"])
             return self._stable.size_bytes // (64 * 1024)
 
         def stable_grow(c: wasmtime.Caller, pages: int) -> int:
+            self._charge(fee["stable64_grow"])
             return self._stable.grow(pages)
 
         def stable_read(c: wasmtime.Caller, dst: int, offset: int, size: int) -> None:
-            self._charge(_OVERHEAD["default"] + size)
+            self._charge(fee["stable64_read"] + size)
+            self._stable.check(offset, size)
+            self._access_stable(offset, size, write=False)
             mem_write(c, dst, self._stable.read(offset, size))
 
         def stable_write(c: wasmtime.Caller, offset: int, src: int, size: int) -> None:
-            self._charge(_OVERHEAD["default"] + size)
+            self._stable.check(offset, size)
+            new_dirty = self._access_stable(offset, size, write=True)
+            self._charge(fee["stable64_write"] + size + costs.DIRTY_PAGE_COST * new_dirty)
             mem = c["memory"]
             assert isinstance(mem, wasmtime.Memory)
             if src < 0 or size < 0 or src + size > mem.data_len(c):
@@ -406,19 +455,19 @@ class EmbeddedCanister:
         caller = lambda: self._msg().caller  # noqa: E731
         me = lambda: self.canister_id  # noqa: E731
         return {
-            ("ic0", "msg_arg_data_size"): ("", "i", size_of(arg)),
-            ("ic0", "msg_arg_data_copy"): ("iii", "", copy_out(arg)),
-            ("ic0", "msg_caller_size"): ("", "i", size_of(caller)),
-            ("ic0", "msg_caller_copy"): ("iii", "", copy_out(caller)),
-            ("ic0", "canister_self_size"): ("", "i", size_of(me)),
-            ("ic0", "canister_self_copy"): ("iii", "", copy_out(me)),
+            ("ic0", "msg_arg_data_size"): ("", "i", size_of("msg_arg_data_size", arg)),
+            ("ic0", "msg_arg_data_copy"): ("iii", "", copy_out("msg_arg_data_copy", arg)),
+            ("ic0", "msg_caller_size"): ("", "i", size_of("msg_caller_size", caller)),
+            ("ic0", "msg_caller_copy"): ("iii", "", copy_out("msg_caller_copy", caller)),
+            ("ic0", "canister_self_size"): ("", "i", size_of("canister_self_size", me)),
+            ("ic0", "canister_self_copy"): ("iii", "", copy_out("canister_self_copy", me)),
             ("ic0", "msg_reply_data_append"): ("ii", "", reply_append),
             ("ic0", "msg_reply"): ("", "", reply),
             ("ic0", "msg_reject"): ("ii", "", reject),
             ("ic0", "trap"): ("ii", "", trap),
             ("ic0", "debug_print"): ("ii", "", debug_print),
             ("ic0", "performance_counter"): ("i", "I", performance_counter),
-            ("ic0", "time"): ("", "I", lambda c: time.time_ns()),
+            ("ic0", "time"): ("", "I", now),
             ("ic0", "is_controller"): ("ii", "i", is_controller),
             ("ic0", "stable64_size"): ("", "I", stable_size),
             ("ic0", "stable64_grow"): ("I", "I", stable_grow),

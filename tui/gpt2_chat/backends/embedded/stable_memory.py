@@ -96,7 +96,8 @@ class StableMemory:
         self._size = new_size
         return old
 
-    def _check(self, offset: int, size: int) -> None:
+    def check(self, offset: int, size: int) -> None:
+        """Raises StableMemoryError unless [offset, offset + size) is inside the memory."""
         if offset < 0 or size < 0 or offset + size > self._size:
             raise StableMemoryError(
                 f"stable memory access out of bounds: {offset}+{size} > {self._size}"
@@ -104,7 +105,7 @@ class StableMemory:
 
     def read(self, offset: int, size: int) -> np.ndarray:
         """The bytes at `offset` as a uint8 array (a view of the file where possible)."""
-        self._check(offset, size)
+        self.check(offset, size)
         end = offset + size
         if not self._dirty and end <= self._committed and self._map is not None:
             return np.frombuffer(self._map, dtype=np.uint8, count=size, offset=offset)
@@ -117,7 +118,7 @@ class StableMemory:
 
     def write(self, offset: int, data: np.ndarray) -> None:
         size = len(data)
-        self._check(offset, size)
+        self.check(offset, size)
         end = offset + size
         for page in range(offset // PAGE, (end - 1) // PAGE + 1 if size else 0):
             buf = self._dirty.get(page)
