@@ -129,6 +129,8 @@ class _Injector:
         self.dynamic = b"\xad\x10" + encode_uleb(helper_func) + b"\xa7"
         self._static: dict[int, bytes] = {}
         self._func_index: dict[int, bytes] = {}
+        #: Operators in the function bodies rewritten so far.
+        self.instructions = 0
 
     def static(self, cost: int, reentrant: bool) -> bytes:
         if reentrant:
@@ -175,10 +177,12 @@ def _meter_body(code: bytes, start: int, end: int, inj: _Injector) -> bytes:
     block_start = pos
     reentrant = True
     cost = 1
+    ops = 0
     try:
         while pos < end:
             op = code[pos]
             pos += 1
+            ops += 1
             kind = kinds[op]
             cost += costs[op]
             # The common cases first, each with an early `continue`.
@@ -306,6 +310,7 @@ def _meter_body(code: bytes, start: int, end: int, inj: _Injector) -> bytes:
         raise MeteringError(f"function body ending at offset {end} is truncated") from None
     if pos != end:
         raise MeteringError(f"function body ending at offset {end} overran to {pos}")
+    inj.instructions += ops
     # The block opened by the body's final `end` never runs; like the replica, drop it.
     chunks.append(code[last:end])
     return b"".join(chunks)
@@ -589,7 +594,22 @@ def _type_index(types: list[bytes], encoded: bytes) -> int:
     return len(types) - 1
 
 
+@dataclass(frozen=True)
+class Instrumented:
+    wasm: bytes
+    #: What the replica charges compilation by: the operators of the module's function
+    #: bodies, plus two per defined global (its init expression and `end`).
+    instruction_count: int
+
+
 def instrument(wasm: bytes | bytearray | memoryview, *, keep_start: bool = False) -> bytes:
+    """`instrument_module`, the wasm only."""
+    return instrument_module(wasm, keep_start=keep_start).wasm
+
+
+def instrument_module(
+    wasm: bytes | bytearray | memoryview, *, keep_start: bool = False
+) -> Instrumented:
     """Return ``wasm`` with the replica's instruction metering injected.
 
     The result imports ``__.out_of_instructions : () -> ()`` as its first function (every
@@ -704,4 +724,4 @@ def instrument(wasm: bytes | bytearray | memoryview, *, keep_start: bool = False
         else:
             out.extend(sec.raw(data))
     emit_pending_before(len(SECTION_RANK) + 1)
-    return bytes(out)
+    return Instrumented(bytes(out), inj.instructions + 2 * defined_globals)

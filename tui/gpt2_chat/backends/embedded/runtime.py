@@ -29,8 +29,8 @@ from icp_principal.principal import Principal
 
 from gpt2_chat.backends.base import Reply
 from gpt2_chat.backends.embedded import metering
+from gpt2_chat.backends.embedded import replica_costs as costs
 from gpt2_chat.backends.embedded import state_dir as state_files
-from gpt2_chat.backends.embedded import system_api_costs as costs
 from gpt2_chat.backends.embedded.interrupts import InterruptGuard
 from gpt2_chat.backends.embedded.stable_memory import StableMemory, StableMemoryError
 from gpt2_chat.errors import BackendError, InstructionLimitExceeded
@@ -72,6 +72,7 @@ class _Message:
     caller: bytes
     limit: int
     stable_limit: int  # bytes of stable memory it may access, and dirty
+    prepaid: int = 0  # charged before it runs: compiling the module, for install/upgrade
     reply: bytearray = field(default_factory=bytearray)
     accessed: set[int] = field(default_factory=set)  # stable memory OS pages
     dirtied: set[int] = field(default_factory=set)
@@ -123,7 +124,7 @@ class EmbeddedCanister:
         config = wasmtime.Config()
         config.epoch_interruption = True  # how a second Ctrl-C stops the guest
         self._engine = wasmtime.Engine(config)
-        self._module = self._compile(wasm)
+        self._module, instruction_count = self._compile(wasm)
         self._store, self._instance = self._instantiate()
         self._counter = self._global(metering.COUNTER_GLOBAL_EXPORT)
         self._mutable_globals = [
@@ -132,16 +133,18 @@ class EmbeddedCanister:
             if name.startswith(metering.MUTABLE_GLOBAL_EXPORT_PREFIX)
             and isinstance(g, wasmtime.Global)
         ]
+        wasm_sha256 = hashlib.sha256(wasm).hexdigest()
         self._meta = state_files.Meta(
-            hashlib.sha256(wasm).hexdigest(),
-            time.time_ns(),
-            installed.stable_bytes if installed else None,
+            wasm_sha256, time.time_ns(), installed.stable_bytes if installed else None
         )
+        compile_cost = costs.COMPILE_COST_PER_INSTRUCTION * instruction_count
+        if installed is not None and installed.wasm_sha256 == wasm_sha256:
+            compile_cost //= costs.DESERIALIZATION_SPEED_UP_FACTOR  # compiled before
         if installed is None:
-            self._lifecycle("canister_init", EMPTY_ARGS)
+            self._lifecycle("canister_init", compile_cost, EMPTY_ARGS)
         else:
             try:
-                self._lifecycle("canister_post_upgrade")
+                self._lifecycle("canister_post_upgrade", compile_cost)
             except BackendError as e:
                 raise state_files.DamagedState(
                     self._stable.path, f"the canister cannot start from it ({e})"
@@ -156,24 +159,29 @@ class EmbeddedCanister:
             self._meta = replace(self._meta, stable_bytes=self._stable.size_bytes)
             state_files.write_meta(self.state_dir, self._meta)
 
-    def _compile(self, wasm: bytes) -> wasmtime.Module:
-        """Instruments and compiles the module, caching the result by the wasm's hash."""
+    def _compile(self, wasm: bytes) -> tuple[wasmtime.Module, int]:
+        """Instruments and compiles the module, caching the result by the wasm's hash;
+        returns it with its wasm instruction count (what the replica charges compiling by)."""
         cache = self.state_dir / "cache"
         cache.mkdir(parents=True, exist_ok=True)
         key = hashlib.sha256(wasm + _COMPILED_WITH.encode()).hexdigest()[:32]
         compiled = cache / f"{key}.cwasm"
+        counted = cache / f"{key}.instructions"
         if compiled.exists():
             try:
-                return wasmtime.Module.deserialize_file(self._engine, str(compiled))
-            except wasmtime.WasmtimeError:
-                compiled.unlink()  # from another wasmtime build: recompile
-        module = wasmtime.Module(self._engine, metering.instrument(wasm))
-        for old in cache.glob("*.cwasm"):
+                count = int(counted.read_text())
+                return wasmtime.Module.deserialize_file(self._engine, str(compiled)), count
+            except (OSError, ValueError, wasmtime.WasmtimeError):
+                compiled.unlink()  # from another wasmtime build, or incomplete: recompile
+        instrumented = metering.instrument_module(wasm)
+        module = wasmtime.Module(self._engine, instrumented.wasm)
+        for old in [*cache.glob("*.cwasm"), *cache.glob("*.instructions")]:
             old.unlink()
+        counted.write_text(f"{instrumented.instruction_count}\n")
         tmp = compiled.with_suffix(".tmp")
         tmp.write_bytes(module.serialize())
         tmp.replace(compiled)
-        return module
+        return module, instrumented.instruction_count
 
     def _instantiate(self) -> tuple[wasmtime.Store, wasmtime.Instance]:
         store = wasmtime.Store(self._engine)
@@ -220,15 +228,18 @@ class EmbeddedCanister:
         msg = _Message(method, arg, caller, self.limits.query, self.limits.stable_query)
         return self._call(f"canister_query {method}", msg, False)
 
-    def _lifecycle(self, export: str, arg: bytes = b"") -> None:
+    def _lifecycle(self, export: str, compile_cost: int, arg: bytes = b"") -> None:
+        """Runs an install/upgrade hook, charged for compiling the module first (as the
+        replica charges the install_code message); records what it used."""
+        self.install_instructions = compile_cost
         if export not in self._exports():
             return
         caller = self.controllers[0] if self.controllers else b"\x04"
-        self._call(
-            export,
-            _Message(export, arg, caller, self.limits.upgrade, self.limits.stable_upgrade),
-            True,
-        )
+        msg = _Message(export, arg, caller, self.limits.upgrade, self.limits.stable_upgrade)
+        msg.prepaid = compile_cost
+        reply = self._call(export, msg, True)
+        assert reply.instructions is not None
+        self.install_instructions = reply.instructions
 
     def _call(self, export: str, msg: _Message, commit: bool) -> Reply:
         with self._lock:
@@ -247,7 +258,7 @@ class EmbeddedCanister:
         """One message: committed when it succeeds, rolled back on any exception."""
         heap = self._snapshot_heap()
         saved_globals = [g.value(self._store) for g in self._mutable_globals]
-        self._counter.set_value(self._store, wasmtime.Val.i64(msg.limit))
+        self._counter.set_value(self._store, wasmtime.Val.i64(msg.limit - msg.prepaid))
         self._store.set_epoch_deadline(1)
         self._message = msg
         try:
@@ -409,7 +420,8 @@ class EmbeddedCanister:
 
         def performance_counter(c: wasmtime.Caller, kind: int) -> int:
             self._charge(fee["performance_counter"])
-            return self._used(self._msg())
+            msg = self._msg()
+            return self._used(msg) - msg.prepaid  # the guest's own work, not compiling
 
         def now(c: wasmtime.Caller) -> int:
             self._charge(fee["time"])

@@ -166,3 +166,27 @@ def test_the_default_stable_limits_are_the_replicas() -> None:
         gib,
         8 * gib,
     )
+
+
+def test_install_pays_for_compiling_and_an_upgrade_pays_a_hundredth(tmp_path: Path) -> None:
+    # Operators in the bodies: init 4 (i64.const, call, drop, end), base 2 (call, end),
+    # probe 2 + the body's 3.
+    body = "(drop (call $stable64_grow (i64.const 0)))"
+    instructions = 4 + 2 + 2 + 3
+    init_used = 1 + CONST64 + CALL + DROP + 100  # entry block, then stable64_grow's fee
+    c = canister(tmp_path, body)
+    assert c.install_instructions == 6_000 * instructions + init_used
+    c.close()
+    c = canister(tmp_path, body)  # the same module again: an upgrade, compiled before
+    assert c.install_instructions == 6_000 * instructions // 100
+    c.close()
+    c = canister(tmp_path, "")  # a new module: compiled in full
+    assert c.install_instructions == 6_000 * (instructions - 3)
+    c.close()
+
+
+def test_compiling_counts_against_the_install_limit(tmp_path: Path) -> None:
+    compile_cost = 6_000 * (4 + 2 + 2)
+    with pytest.raises(InstructionLimitExceeded):
+        canister(tmp_path, "", Limits(upgrade=compile_cost))
+    canister(tmp_path / "roomy", "", Limits(upgrade=compile_cost + 200))

@@ -1,4 +1,5 @@
-"""What the replica charges a canister for its system API calls, in instructions.
+"""What the replica charges a canister, in instructions, besides its wasm instructions:
+system API calls, stable-memory pages, and compiling its module.
 
 From dfinity/ic ``rs/embedders/src/wasmtime_embedder/system_api_complexity.rs`` (the
 ``overhead`` table, and ``overhead_native`` for the stable-memory calls, which the replica
@@ -8,7 +9,12 @@ the canister (replies, rejects) count ``BYTE_TRANSMISSION_COST_FACTOR`` times; `
 and ``trap`` also pay for the canister log (``logging_charge_bytes``: twice the bytes kept, plus
 the transmission factor per byte sent; we assume the log has room, as it does for the short
 lines this canister prints). Stable-memory limits and the dirty-page charge are from
-``rs/config/src/embedders.rs`` and the application-subnet scheduler config.
+``rs/config/src/embedders.rs`` and the application-subnet scheduler config. Compiling is
+charged to the install or upgrade message per wasm instruction of the module
+(``rs/embedders/src/wasm_utils/instrumentation.rs``: the instructions of every function body,
+plus two per global), in full for a module the subnet has not compiled yet, divided by
+``DESERIALIZATION_SPEED_UP_FACTOR`` otherwise (``rs/execution_environment``,
+``CompilationCostHandling``).
 """
 
 from __future__ import annotations
@@ -53,3 +59,8 @@ DIRTY_PAGE_COST: Final = 1_000
 _GiB = 1024**3
 #: Stable memory a message may access (read or write), and may dirty, by message kind.
 STABLE_ACCESS_LIMIT_BYTES: Final = {"update": 2 * _GiB, "query": _GiB, "upgrade": 8 * _GiB}
+
+#: ``cost_to_compile_wasm_instruction`` (rs/config/src/embedders.rs).
+COMPILE_COST_PER_INSTRUCTION: Final = 6_000
+#: A module the subnet has compiled before is charged this many times less.
+DESERIALIZATION_SPEED_UP_FACTOR: Final = 100
