@@ -41,8 +41,8 @@ def test_kill_during_load_then_load(loaded: tuple[Cli, list[int]], tmp_path: Pat
     assert uploaded.returncode == 0, (uploaded.returncode, uploaded.stdout, uploaded.stderr)
     for delay in delays(seed=12, count=RUNS, low=0.3, high=1.5):
         killed(cli, ("upload", str(model)), delay)  # already uploaded: this loads
-    done = cli.run("upload", str(model))
-    assert done.returncode == 0 and "model loaded" in done.stdout, done.stderr
+    done = cli.run("upload", str(model))  # loads, unless a killed run finished first
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
     assert_usable(cli, reference)
 
 

@@ -161,10 +161,9 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    # Global options may come before or after the subcommand; the later one wins.
-    args = parser.parse_args(argv)
     try:
+        # Global options may come before or after the subcommand; the later one wins.
+        args = build_parser().parse_args(argv)
         command = args.command or "tui"
         if command == "tui":
             # The app reads (and reports problems with) the settings file itself.
@@ -172,9 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = resolve_settings(args)
         return int(COMMANDS[command](args, settings) or 0)
     except KeyboardInterrupt:
-        # Leaving anyway: a Ctrl-C still pending or pressed again must not turn the clean
-        # exit into a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # see below
         StatusLine.end()
         print("interrupted", file=sys.stderr)
         return 130
@@ -182,6 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         StatusLine.end()
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        # The command is over: a Ctrl-C from now on (a pending one, another press, or one
+        # during interpreter teardown, which restores the default action and would kill
+        # the process) must not change the exit status or print a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _canister(settings: Settings) -> tuple[Backend, Any]:
