@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = resolve_settings(args)
         return int(COMMANDS[command](args, settings) or 0)
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # see below
+        _ignore_further_interrupts()
         StatusLine.end()
         print("interrupted", file=sys.stderr)
         return 130
@@ -180,10 +180,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        # The command is over: a Ctrl-C from now on (a pending one, another press, or one
-        # during interpreter teardown, which restores the default action and would kill
-        # the process) must not change the exit status or print a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _ignore_further_interrupts()
+
+
+def _ignore_further_interrupts() -> None:
+    """The command is over: a Ctrl-C from now on (a pending one, another press, or one
+    during interpreter teardown, which restores the default action and would kill the
+    process) must not change the exit status or print a traceback. `signal.signal` first
+    runs any pending handler, which may raise the Ctrl-C being handled once more: dropped."""
+    while True:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def _canister(settings: Settings) -> tuple[Backend, Any]:
