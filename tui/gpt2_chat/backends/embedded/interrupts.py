@@ -35,11 +35,6 @@ class InterruptGuard:
         self._pipe = (-1, -1)
         self._watcher: threading.Thread | None = None
 
-    @property
-    def interrupted(self) -> bool:
-        """Whether Ctrl-C was pressed during the message (valid after the `with`)."""
-        return self._count > 0
-
     def __enter__(self) -> InterruptGuard:
         if not self._active:
             return self
