@@ -33,6 +33,7 @@ OVERHEAD: Final = {
     "msg_reply": 500,
     "msg_reject": 500,
     "time": 500,
+    "canister_cycle_balance128": 500,
     "trap": 500,
     "debug_print": 100,
     "performance_counter": 200,
