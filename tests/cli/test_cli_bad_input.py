@@ -3,6 +3,7 @@ what is accepted, exit 1, never a traceback. Every case fails before a backend o
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,11 @@ def test_a_settings_file_that_is_a_directory_is_named(
     (clean_env / "settings.json").mkdir()
     line = one_error_line(capsys, cli.main(["info"]))
     assert "cannot read settings from" in line and str(clean_env / "settings.json") in line
+
+
+def test_main_leaves_ctrl_c_to_its_caller() -> None:
+    """Only the `gpt2-chat` process ignores a late Ctrl-C; `main` called in-process (tests,
+    embedding) must leave SIGINT as it found it."""
+    before = signal.getsignal(signal.SIGINT)
+    assert cli.main(["frobnicate"]) == 1
+    assert signal.getsignal(signal.SIGINT) is before

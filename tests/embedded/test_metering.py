@@ -16,18 +16,19 @@ from typing import Any
 import pytest
 import wasmtime
 
+from gpt2_chat.backends.embedded.cost_table import INSTRUCTIONS, instruction_cost
 from gpt2_chat.backends.embedded.metering import (
     CANISTER_START_EXPORT,
     COUNTER_GLOBAL_EXPORT,
-    INSTRUCTIONS,
     OUT_OF_INSTRUCTIONS_IMPORT,
+    instrument,
+)
+from gpt2_chat.backends.embedded.wasm_binary import (
     MeteringError,
     decode_sleb,
     decode_uleb,
     encode_sleb,
     encode_uleb,
-    instruction_cost,
-    instrument,
 )
 
 REPO = Path(__file__).resolve().parents[2]

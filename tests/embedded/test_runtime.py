@@ -9,6 +9,7 @@ import pytest
 import wasmtime
 
 from gpt2_chat.backends.embedded.runtime import EmbeddedCanister, Limits
+from gpt2_chat.backends.embedded.stable_memory import StateInUse
 from gpt2_chat.errors import BackendError, InstructionLimitExceeded
 
 CONTROLLER = b"\x01" * 10
@@ -113,7 +114,7 @@ def test_restart_keeps_stable_memory_and_resets_the_heap(wasm: bytes, tmp_path: 
     c = open_canister(wasm, tmp_path)
     c.update("bump", b"", CONTROLLER)
     c.update("bump", b"", CONTROLLER)
-    with pytest.raises(BackendError, match="in use by gpt2-chat process"):
+    with pytest.raises(StateInUse):
         open_canister(wasm, tmp_path)
     c.close()
     c = open_canister(wasm, tmp_path)  # an upgrade: canister_init does not run again

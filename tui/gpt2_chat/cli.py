@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from gpt2_chat.errors import EXPECTED_ERRORS, UserError
 from gpt2_chat.settings import (
@@ -25,6 +26,9 @@ from gpt2_chat.settings import (
     chat_settings,
     parse_instruction_count,
 )
+
+if TYPE_CHECKING:
+    from gpt2_chat.connect import Connection
 
 
 class UsageError(UserError):
@@ -143,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="model and upload state")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "reset", help="move the embedded canister's state to a backup and start over"
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
+
+    p = sub.add_parser("controllers", help="list or change the embedded canister's controllers")
+    p.add_argument("action", choices=["list", "add", "remove"])
+    p.add_argument("principal", nargs="?", help="for add and remove")
+
     sub.add_parser("chat", help="interactive chat in the terminal (line mode)")
     sub.add_parser("tui", help="the terminal app: chat, model upload, replica, settings (default)")
 
@@ -246,6 +259,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(e).encode("utf-8", "backslashreplace").decode()
         print(f"error: {message}", file=sys.stderr)
         return 1
+
+
+def run() -> NoReturn:
+    """The `gpt2-chat` process: `main`, then exit. Kept apart from `main`, which tests call
+    in-process, because it changes how this process treats Ctrl-C for good."""
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a second Ctrl-C while main reported the first
+        code = 130
+    finally:
+        _ignore_further_interrupts()
+    sys.exit(code)
+
+
+def _ignore_further_interrupts() -> None:
+    """The command is over: a Ctrl-C from now on (a pending one, another press, or one
+    during interpreter teardown, which restores the default action and would kill the
+    process) must not change the exit status or print a traceback. `signal.signal` first
+    runs any pending handler, which may raise the Ctrl-C being handled once more: dropped."""
+    while True:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            return
+        except KeyboardInterrupt:
+            continue
 
 
 def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
@@ -391,12 +429,72 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         ),
         # Where each connection setting in force came from (flag, variable, file, default).
         "connection": _connection_sources(args, settings),
+        "controllers": _embedded_controllers(connection),
     }
     if args.json:
         print(json.dumps(data))
         return 0
     for key, value in data.items():
         print(f"{key:>18}: {value}")
+    return 0
+
+
+def _embedded_controllers(connection: Connection) -> list[str] | None:
+    """The controllers, where the backend can tell (the replica's are dfx's business)."""
+    from gpt2_chat.backends.embedded.backend import EmbeddedBackend
+
+    backend = connection.backend.inner
+    if not isinstance(backend, EmbeddedBackend):
+        return None
+    return [p.to_str() for p in backend.controllers()]
+
+
+def cmd_controllers(args: argparse.Namespace, settings: Settings) -> int:
+    from icp_principal.principal import Principal
+
+    from gpt2_chat.backends.embedded.backend import EmbeddedBackend
+    from gpt2_chat.connect import open_backend
+
+    if (args.action == "list") != (args.principal is None):
+        raise UsageError("usage: gpt2-chat controllers list | add PRINCIPAL | remove PRINCIPAL")
+    backend = open_backend(settings)
+    try:
+        if not isinstance(backend, EmbeddedBackend):
+            raise UsageError(
+                "the controllers of a replica canister are changed with "
+                "`dfx canister update-settings`"
+            )
+        controllers = backend.controllers()
+        if args.action != "list":
+            principal = Principal.from_str(args.principal)
+            if args.action == "add" and principal not in controllers:
+                controllers.append(principal)
+            if args.action == "remove":
+                controllers = [c for c in controllers if c != principal]
+            backend.set_controllers(controllers)
+        for controller in backend.controllers():
+            print(controller.to_str())
+        return 0
+    finally:
+        backend.close()
+
+
+def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
+    from gpt2_chat.backends.embedded.state_dir import reset
+
+    state_dir = settings.resolved_state_dir()
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("reset moves the canister's state aside; pass --yes to confirm")
+        answer = input(f"Move the embedded canister's state in {state_dir} to a backup? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+    backup = reset(state_dir)
+    if backup is None:
+        print(f"nothing to reset in {state_dir}")
+    else:
+        print(f"moved the canister's state to {backup}; the next command starts a new canister")
     return 0
 
 
@@ -520,10 +618,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "generate": cmd_generate,
     "info": cmd_info,
     "chat": cmd_chat,
+    "reset": cmd_reset,
+    "controllers": cmd_controllers,
     "replica": cmd_replica,
     "deploy": cmd_deploy,
     "bench": cmd_bench,
 }
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
