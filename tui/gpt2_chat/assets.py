@@ -26,3 +26,8 @@ def asset_path(name: str) -> Path:
             "run gpt2-chat from a checkout of the repository or set GPT2_CHAT_ASSETS"
         )
     return path
+
+
+def candid_interface() -> str:
+    """The canister's Candid interface (`gpt2_backend.did`, generated from its Rust types)."""
+    return (_REPO_ASSETS.parent / "canister" / "gpt2_backend.did").read_text(encoding="utf-8")

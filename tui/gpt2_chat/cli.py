@@ -93,8 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("upload", help="upload a model file (resumes) and load it")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, nargs="?")
     p.add_argument("--no-load", action="store_true", help="upload and verify only")
+    p.add_argument(
+        "--clear",
+        action="store_true",
+        help="first clear the canister's upload and unload its model (controllers only)",
+    )
 
     p = sub.add_parser("generate", help="continue a prompt")
     p.add_argument("prompt")
@@ -194,10 +199,17 @@ def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     from gpt2_chat.client.upload import Progress, upload_model
 
-    if not args.file.is_file():
+    if args.file is None and not args.clear:
+        raise UsageError("upload needs a FILE (or --clear)")
+    if args.file is not None and not args.file.is_file():
         raise UsageError(f"no such file: {args.file}")
     backend, canister = _canister(settings)
     try:
+        if args.clear:
+            canister.upload_clear()
+            print("cleared the canister's upload")
+            if args.file is None:
+                return 0
 
         def show(p: Progress) -> None:
             line = f"{p.phase}: {_mb(p.done)} / {_mb(p.total)}"
@@ -208,6 +220,11 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
 
         result = upload_model(canister, args.file, show, load=not args.no_load)
         StatusLine.end()
+        if result.restarted:
+            print(
+                "the canister's partial upload could not become this file: "
+                "cleared it and sent the file again"
+            )
         if result.already_uploaded:
             print(f"already uploaded: {args.file} (sha256 {result.sha256})")
         elif result.resumed_from:

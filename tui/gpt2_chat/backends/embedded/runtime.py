@@ -43,7 +43,12 @@ EMPTY_ARGS = b"DIDL\x00\x00"
 
 # Fixed overheads the replica charges for system API calls (its `system_api_complexity`
 # table), plus one instruction per byte copied.
-_OVERHEAD = {"default": 20, "debug_print": 100, "performance_counter": 200}
+_OVERHEAD = {
+    "default": 20,
+    "debug_print": 100,
+    "performance_counter": 200,
+    "canister_cycle_balance128": 500,
+}
 
 
 class CanisterTrap(Exception):
@@ -327,6 +332,11 @@ class EmbeddedCanister:
             self._charge(_OVERHEAD["performance_counter"])
             return self._used(self._msg())
 
+        def cycle_balance128(c: wasmtime.Caller, dst: int) -> None:
+            # The embedded runtime holds no cycles (nothing is charged for): the balance is 0.
+            self._charge(_OVERHEAD["canister_cycle_balance128"])
+            mem_write(c, dst, (0).to_bytes(16, "little"))
+
         def is_controller(c: wasmtime.Caller, src: int, size: int) -> int:
             return int(mem_read(c, src, size) in self.controllers)
 
@@ -374,6 +384,7 @@ class EmbeddedCanister:
             ("ic0", "performance_counter"): ("i", "I", performance_counter),
             ("ic0", "time"): ("", "I", lambda c: time.time_ns()),
             ("ic0", "is_controller"): ("ii", "i", is_controller),
+            ("ic0", "canister_cycle_balance128"): ("i", "", cycle_balance128),
             ("ic0", "stable64_size"): ("", "I", stable_size),
             ("ic0", "stable64_grow"): ("I", "I", stable_grow),
             ("ic0", "stable64_read"): ("III", "", stable_read),
