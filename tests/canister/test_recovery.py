@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_chat.client.canister import CanisterError, InvalidModel, Sampling
+from gpt2_chat.client.canister import (
+    CanisterError,
+    InvalidModel,
+    NoModel,
+    Sampling,
+    StoredModelCorrupt,
+)
 from gpt2_chat.client.upload import Progress, upload_model
 from tests.canister.malformed import rename
 from tests.support import OpenCanister, model_bytes, upload
@@ -87,6 +93,8 @@ def test_a_damaged_model_file_is_caught_by_its_sha256(
     open_canister: OpenCanister, tmp_path: Path
 ) -> None:
     data = model_bytes("head8")
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(data)
     c = open_canister()
     upload(c, data)
     c.backend.close()
@@ -98,13 +106,17 @@ def test_a_damaged_model_file_is_caught_by_its_sha256(
     info = c.model_info()
     assert info.upload.damage is not None and info.upload.damage.kind == "Sha256Mismatch"
     assert not info.loaded
-    with pytest.raises(CanisterError):
+    with pytest.raises(StoredModelCorrupt):
         c.load_model()
-    with pytest.raises(CanisterError):
+    with pytest.raises(NoModel):
         c.session_create(Sampling())
-    c.upload_clear()
-    upload(c, data)
-    assert c.model_info().loaded
+    c.upload_finalize()  # not a way around the damage
+    assert c.upload_state().damage is not None
+    with pytest.raises(StoredModelCorrupt):
+        c.load_model()
+    result = upload_model(c, path)  # the client starts over by itself
+    assert result.restarted and c.model_info().loaded
+    assert c.upload_state().damage is None
 
 
 def test_model_info_reports_the_cycle_balance(open_canister: OpenCanister) -> None:

@@ -304,6 +304,8 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         "config": asdict(info.config) if info.config else None,
         "weights_heap_bytes": info.weights_heap_bytes,
         "sessions": info.sessions,
+        "cycles": info.cycles,
+        "stable_memory_damage": asdict(info.upload.damage) if info.upload.damage else None,
     }
     if args.json:
         print(json.dumps(data))

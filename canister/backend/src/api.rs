@@ -34,7 +34,7 @@ pub struct UploadState {
     /// A model parsed from this file is in the heap.
     pub loaded: bool,
     /// Stable memory was found damaged after an upgrade; the canister came up empty.
-    /// `upload_clear` (or a new upload) acknowledges it.
+    /// `upload_clear` or `upload_begin` (which then starts afresh) acknowledges it.
     pub damage: Option<StableDamage>,
 }
 

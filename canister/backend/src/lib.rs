@@ -29,7 +29,8 @@ struct State {
     loading: Option<Loading>,
     model: Option<Model>,
     sessions: Sessions,
-    /// What was wrong with stable memory at the last start; cleared by a new record.
+    /// What was wrong with stable memory at the last start, until `upload_clear` or
+    /// `upload_begin` starts afresh.
     damage: Option<StableDamage>,
 }
 
@@ -94,7 +95,6 @@ impl State {
             ic_cdk::trap(e.to_string());
         }
         self.upload = upload;
-        self.damage = None;
     }
 
     fn unload(&mut self) {
@@ -115,7 +115,7 @@ const HASH_STEP: usize = 1 << 20;
 #[ic_cdk::post_upgrade]
 fn post_upgrade() {
     // Damaged stable memory must not trap here: that would lock everyone out. The canister
-    // comes up empty and reports the damage until a new upload record replaces it.
+    // comes up empty and reports the damage until `upload_clear` or `upload_begin`.
     let upload = match UploadRecord::read(&IcStable) {
         Ok(upload) => upload,
         Err(damage) => {
@@ -132,9 +132,10 @@ fn post_upgrade() {
         with_state(|s| s.damage = Some(damage));
         return;
     }
-    // An upgrade may use far more instructions than an update; a failure leaves the
-    // canister running without a model rather than failing the upgrade.
-    if let Err(e) = load_step(u64::MAX, loading::MAX_READ_PER_UPGRADE) {
+    // An upgrade may use far more instructions than an update; what does not fit goes on
+    // in `load_model` calls, and a failure leaves the canister running without a model
+    // rather than failing the upgrade.
+    if let Err(e) = load_step(loading::UPGRADE_BUDGET, loading::MAX_READ_PER_UPGRADE) {
         ic_cdk::api::debug_print(format!("model not reloaded after upgrade: {e}"));
     }
 }
@@ -164,10 +165,13 @@ fn verify_stored_model() -> Result<(), StableDamage> {
 fn upload_begin(args: UploadBegin) -> Result<UploadState, Error> {
     require_controller()?;
     with_state(|s| {
-        let mut upload = s.upload.clone();
+        // After damage nothing stored is trusted: a declaration starts from scratch.
+        let mut upload =
+            if s.damage.is_some() { UploadRecord::default() } else { s.upload.clone() };
         if upload.begin(args)? {
             s.unload();
         }
+        s.damage = None;
         s.set_upload(upload);
         Ok(s.upload_state())
     })
@@ -204,6 +208,7 @@ fn clear_upload() -> Result<(), Error> {
     require_controller()?;
     with_state(|s| {
         s.unload();
+        s.damage = None;
         s.set_upload(UploadRecord::default());
     });
     Ok(())

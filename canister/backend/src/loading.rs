@@ -15,6 +15,9 @@ const INITIAL_INSTRUCTIONS_PER_BYTE: u64 = 50;
 pub const MAX_READ_PER_CALL: u64 = 1 << 30;
 /// The same for `post_upgrade`, under the IC's 8 GiB limit there.
 pub const MAX_READ_PER_UPGRADE: u64 = 6 << 30;
+/// Instructions `post_upgrade` may spend checking the file's sha256 (~78 per byte: 39B
+/// for GPT-2 124M in f32) and loading, under the IC's 300B limit for upgrades.
+pub const UPGRADE_BUDGET: u64 = 250_000_000_000;
 
 pub struct Loading {
     plan: LoadPlan,
