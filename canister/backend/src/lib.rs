@@ -307,6 +307,11 @@ fn model_info() -> ModelInfo {
 
 // ---------------------------------------------------------------- sessions
 
+/// A new chat session owned by the caller. Eviction when full is fair: a principal over its
+/// 4 sessions loses its least recently used; when the canister is full (64 sessions or
+/// 1 GiB of KV cache) the principal with the most sessions (counting the new one; the
+/// creator first on a tie) loses its least recently used, while it holds more than one;
+/// when every principal holds one, a session idle for 30 minutes goes, else `SessionsFull`.
 #[ic_cdk::update]
 fn session_create(sampling: Sampling) -> Result<SessionInfo, Error> {
     let caller = session_caller()?;
