@@ -149,9 +149,12 @@ def _offsets(h: Header, rng: random.Random) -> None:
     t = _tensor(h, rng)
     begin, end = t["data_offsets"]
     top = 2**64 - 1
+    # The right length, but adding the data section's start wraps past 2^64.
+    wrap = [top - 3 - (end - begin), top - 3]
     t["data_offsets"] = rng.choice(
         [
-            [top - (end - begin) + 1, top + 1 - 1],
+            wrap,
+            wrap,
             [top - 8, top],
             [2**63, 2**63 + (end - begin)],
             [begin + 4, end + 4],
