@@ -80,8 +80,9 @@ fn replay<A: CandidType, R: CandidType + DeserializeOwned>(
     }
     if let Some((last_args, last_reply)) = &session.last_call {
         if Encode!(args).ok().as_ref() == Some(last_args) {
-            // Encoded by `remember` from the same type: it decodes.
-            return Ok(Decode!(last_reply, R).ok());
+            if let Ok(reply) = Decode!(last_reply, R) {
+                return Ok(Some(reply));
+            }
         }
     }
     Err(Error::PositionMismatch { expected: at })
