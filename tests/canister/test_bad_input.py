@@ -9,7 +9,16 @@ import pytest
 from safetensors.numpy import load, save
 
 from gpt2_chat.backends.embedded.runtime import Limits
-from gpt2_chat.client.canister import CanisterError, Gpt2Canister, Sampling
+from gpt2_chat.client.canister import (
+    CanisterError,
+    ContextFull,
+    Gpt2Canister,
+    InvalidArgument,
+    InvalidModel,
+    NoContext,
+    NoModel,
+    Sampling,
+)
 from gpt2_chat.errors import InstructionLimitExceeded
 from tests.support import OpenCanister, model_bytes, upload
 
@@ -22,19 +31,22 @@ def loaded(open_canister: OpenCanister) -> Gpt2Canister:
 
 
 @pytest.mark.parametrize(
-    ("tokens", "message"),
+    ("tokens", "error", "message"),
     [
-        ([1, 512], "token id 512 is out of range: the vocabulary has 512 ids"),
-        ([], "no tokens given"),
-        (list(range(65)), "exceeds the model's 64 positions"),
+        ([1, 512], InvalidArgument, "token id 512 is out of range: the vocabulary has 512 ids"),
+        ([], InvalidArgument, "no tokens given"),
+        (list(range(65)), ContextFull, "context is full: the model has 64 positions"),
     ],
 )
-def test_bad_prompts_are_refused(loaded: Gpt2Canister, tokens: list[int], message: str) -> None:
+def test_bad_prompts_are_refused(
+    loaded: Gpt2Canister, tokens: list[int], error: type[CanisterError], message: str
+) -> None:
     s = loaded.session_create(Sampling())
     loaded.session_prefill(s.id, 0, [7])
-    with pytest.raises(CanisterError, match=message):
+    with pytest.raises(error, match=message):
         loaded.session_prefill(s.id, 1, tokens)
     assert loaded.session_info(s.id).tokens == [7]
+    # The seed's method answers with text.
     with pytest.raises(CanisterError, match=message.split(":")[0]):
         loaded.model_inference(3, tokens if tokens else [])
 
@@ -46,26 +58,26 @@ def test_seed_inference_refuses_negative_and_huge_ids(loaded: Gpt2Canister) -> N
 
 
 def test_bad_sampling_settings(loaded: Gpt2Canister) -> None:
-    with pytest.raises(CanisterError, match="temperature -1 must be between 0 and 100"):
+    with pytest.raises(InvalidArgument, match="temperature -1 must be between 0 and 100"):
         loaded.session_create(Sampling(temperature=-1))
     s = loaded.session_create(Sampling())
     loaded.session_prefill(s.id, 0, [1])
-    with pytest.raises(CanisterError, match=r"top_p 0 must be in \(0, 1\]"):
+    with pytest.raises(InvalidArgument, match=r"top_p 0 must be in \(0, 1\]"):
         loaded.session_generate(s.id, 1, 1, sampling=Sampling(temperature=1, top_p=0))
     assert loaded.session_info(s.id).sampling == Sampling()
 
 
 def test_generating_before_a_model_or_a_prompt(open_canister: OpenCanister) -> None:
     c = open_canister()
-    with pytest.raises(CanisterError, match="no model is loaded"):
+    with pytest.raises(NoModel):
         c.session_create(Sampling())
     with pytest.raises(CanisterError, match="no model is loaded"):
         c.model_inference(3, [1, 2])
     upload(c, model_bytes("head8"))
     s = c.session_create(Sampling())
-    with pytest.raises(CanisterError, match="prefill a prompt first"):
+    with pytest.raises(NoContext):
         c.session_generate(s.id, 0, 1)
-    with pytest.raises(CanisterError, match="over the maximum"):
+    with pytest.raises(InvalidArgument, match="over the maximum"):
         c.session_prefill(s.id, 0, [1], budget=10**12)
 
 
@@ -122,7 +134,7 @@ def test_malformed_models_are_refused_clearly(
     data = make()  # type: ignore[operator]
     c = open_canister()
     upload(c, data, load=False)
-    with pytest.raises(CanisterError, match=message):
+    with pytest.raises(InvalidModel, match=message):
         c.load_model()
     info = c.model_info()
     assert not info.loaded and info.loading is None and info.upload.complete

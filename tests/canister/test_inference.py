@@ -11,7 +11,13 @@ from icp_candid.candid import Types, decode
 from icp_principal.principal import Principal
 from safetensors.numpy import load_file
 
-from gpt2_chat.client.canister import CanisterError, Gpt2Canister, Sampling
+from gpt2_chat.client.canister import (
+    AnonymousCaller,
+    Gpt2Canister,
+    PositionMismatch,
+    Sampling,
+    UnknownSession,
+)
 from tests.support import ENGINE_FIXTURES, OpenCanister, model_bytes, upload
 
 
@@ -79,9 +85,11 @@ def test_generate_retry_is_idempotent_and_position_checked(loaded: Gpt2Canister)
     again = loaded.session_generate(s.id, 3, 4)  # a retry of the same call
     assert again == first
     assert loaded.session_info(s.id).position == 3 + len(first.tokens)
-    with pytest.raises(CanisterError, match="is at position 7, not 5"):
+    at = 3 + len(first.tokens)
+    with pytest.raises(PositionMismatch) as wrong:
         loaded.session_generate(s.id, 5, 4)
-    with pytest.raises(CanisterError, match="is at position 7, not 3"):
+    assert wrong.value.expected == at
+    with pytest.raises(PositionMismatch):
         loaded.session_generate(s.id, 3, 2)  # not the same call: refused, not replayed
 
 
@@ -163,17 +171,18 @@ def test_sessions_belong_to_their_principal(
         lambda: other.session_truncate(s.id, 0),
         lambda: other.session_delete(s.id),
     ):
-        with pytest.raises(CanisterError, match=f"no session {s.id} for this caller"):
+        with pytest.raises(UnknownSession) as unknown:
             attempt()
+        assert unknown.value.session == s.id
     assert loaded.session_info(s.id).tokens == [1, 2, 3]
     anonymous = open_canister(caller=Principal.anonymous())
-    with pytest.raises(CanisterError, match="anonymous"):
+    with pytest.raises(AnonymousCaller):
         anonymous.session_create(Sampling())
 
 
 def test_a_principal_keeps_at_most_four_sessions(loaded: Gpt2Canister) -> None:
     ids = [loaded.session_create(Sampling()).id for _ in range(5)]
-    with pytest.raises(CanisterError, match="no session"):
+    with pytest.raises(UnknownSession):
         loaded.session_info(ids[0])
     assert [loaded.session_info(i).id for i in ids[1:]] == ids[1:]
 

@@ -8,7 +8,14 @@ import hashlib
 import pytest
 from icp_principal.principal import Principal
 
-from gpt2_chat.client.canister import CanisterError
+from gpt2_chat.client.canister import (
+    CanisterError,
+    ChunkMismatch,
+    NotController,
+    Sha256Mismatch,
+    UploadGap,
+    UploadIncomplete,
+)
 from gpt2_chat.errors import BackendError
 from tests.support import OpenCanister, model_bytes, upload
 
@@ -39,12 +46,14 @@ def test_retry_is_accepted_once_gap_and_conflict_are_refused(open_canister: Open
     c.upload_begin(len(data), hashlib.sha256(data).hexdigest())
     c.upload_chunk(0, data[:1000])
     assert c.upload_chunk(0, data[:1000]).received_bytes == 1000
-    with pytest.raises(CanisterError, match="leaves a gap: expected offset 1000"):
+    with pytest.raises(UploadGap) as gap:
         c.upload_chunk(2000, data[2000:3000])
+    assert gap.value.expected == 1000
     changed = bytearray(data[500:1500])
     changed[0] ^= 0xFF
-    with pytest.raises(CanisterError, match="differs .* expected offset 1000"):
+    with pytest.raises(ChunkMismatch) as differs:
         c.upload_chunk(500, bytes(changed))
+    assert differs.value.expected == 1000
     assert c.upload_state().received_bytes == 1000
 
 
@@ -53,11 +62,16 @@ def test_wrong_sha256_is_refused_and_nothing_loads(open_canister: OpenCanister) 
     c = open_canister()
     c.upload_begin(len(data), "ab" * 32)
     c.upload_chunk(0, data)
-    with pytest.raises(CanisterError, match="sha256 mismatch"):
+    with pytest.raises(Sha256Mismatch) as mismatch:
         c.upload_finalize()
+    assert (mismatch.value.declared, mismatch.value.received) == (
+        "ab" * 32,
+        hashlib.sha256(data).hexdigest(),
+    )
     assert not c.upload_state().complete
-    with pytest.raises(CanisterError, match="not complete"):
+    with pytest.raises(UploadIncomplete) as incomplete:
         c.load_model()
+    assert (incomplete.value.received, incomplete.value.size) == (len(data), len(data))
 
 
 def test_only_controllers_upload_clear_or_load(
@@ -73,10 +87,11 @@ def test_only_controllers_upload_clear_or_load(
         other.upload_finalize,
         other.upload_clear,
         other.load_model,
-        other.setup_model,
     ):
-        with pytest.raises(CanisterError, match="only a controller"):
+        with pytest.raises(NotController):
             attempt()
+    with pytest.raises(CanisterError, match="only a controller"):  # the seed's: text
+        other.setup_model()
     # The seed's methods return () and so refuse by trapping; the trap changes nothing.
     with pytest.raises(BackendError, match="only a controller"):
         other.upload_model_bytes_chunks(b"more")

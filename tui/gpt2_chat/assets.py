@@ -33,3 +33,8 @@ def asset_path(name: str) -> Path:
 def _package_dir() -> Path:
     # Installed as files on disk (a wheel is unpacked), so the resource root is a Path.
     return Path(str(resources.files("gpt2_chat._data")))
+
+
+def candid_interface() -> str:
+    """The canister's Candid interface (`gpt2_backend.did`, generated from its Rust types)."""
+    return asset_path("gpt2_backend.did").read_text(encoding="utf-8")

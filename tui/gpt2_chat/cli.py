@@ -126,8 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("upload", help="upload a model file (resumes) and load it")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, nargs="?")
     p.add_argument("--no-load", action="store_true", help="upload and verify only")
+    p.add_argument(
+        "--clear",
+        action="store_true",
+        help="first clear the canister's upload and unload its model (controllers only)",
+    )
 
     p = sub.add_parser("generate", help="continue a prompt")
     p.add_argument("prompt")
@@ -314,9 +319,16 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     from gpt2_chat.client.upload import Progress, upload_model
     from gpt2_chat.connect import open_connection
 
-    if not args.file.is_file():
+    if args.file is None and not args.clear:
+        raise UsageError("upload needs a FILE (or --clear)")
+    if args.file is not None and not args.file.is_file():
         raise UsageError(f"no such file: {args.file}")
     with open_connection(settings) as connection:
+        if args.clear:
+            connection.canister.upload_clear()
+            print("cleared the canister's upload")
+            if args.file is None:
+                return 0
 
         def show(p: Progress) -> None:
             line = f"{p.phase}: {_mb(p.done)} / {_mb(p.total)}"
@@ -327,6 +339,11 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
 
         result = upload_model(connection.canister, args.file, show, load=not args.no_load)
         StatusLine.end()
+        if result.restarted:
+            print(
+                "the canister's partial upload could not become this file: "
+                "cleared it and sent the file again"
+            )
         if result.already_uploaded:
             print(f"already uploaded: {args.file} (sha256 {result.sha256})")
         elif result.resumed_from:
@@ -388,9 +405,11 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         balance_is_low,
         cost_per_1000_tokens,
         decode_instructions_per_token,
+        shown_balance,
         update_call_cost,
     )
     from gpt2_chat.connect import open_connection
+    from gpt2_chat.network import parse_network
 
     with open_connection(settings) as connection:
         info = connection.canister.model_info()
@@ -401,8 +420,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     )
     chat = chat_settings(settings, time_sliced=connection.backend.time_sliced)
     tokens_per_call = chat.tokens_per_call_at(per_token)
-    # `cycles` arrives with a canister that reports its balance; older ones do not.
-    balance = getattr(info, "cycles", None)
+    balance = shown_balance(info, parse_network(settings.network).embedded)
     call_cycles = (
         update_call_cost(round(per_token * tokens_per_call), 100).total if per_token else None
     )
@@ -430,6 +448,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         # Where each connection setting in force came from (flag, variable, file, default).
         "connection": _connection_sources(args, settings),
         "controllers": _embedded_controllers(connection),
+        "stable_memory_damage": asdict(info.upload.damage) if info.upload.damage else None,
     }
     if args.json:
         print(json.dumps(data))

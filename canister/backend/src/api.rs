@@ -33,6 +33,20 @@ pub struct UploadState {
     pub complete: bool,
     /// A model parsed from this file is in the heap.
     pub loaded: bool,
+    /// Stable memory was found damaged after an upgrade; the canister came up empty.
+    /// `upload_clear` or `upload_begin` (which then starts afresh) acknowledges it.
+    pub damage: Option<StableDamage>,
+}
+
+/// What was wrong with stable memory when the canister last started.
+#[derive(CandidType, Deserialize, Serialize, Clone, Debug, PartialEq)]
+pub enum StableDamage {
+    /// The upload record page does not decode.
+    UnreadableRecord,
+    /// The record says the file has `received` bytes, but stable memory ends before them.
+    Truncated { stable_bytes: u64, needed_bytes: u64 },
+    /// The model file no longer hashes to the sha256 recorded when its upload completed.
+    Sha256Mismatch { recorded: String, found: String },
 }
 
 #[derive(CandidType, Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -68,6 +82,8 @@ pub struct ModelInfo {
     pub sessions: u32,
     pub kv_bytes_reserved: u64,
     pub kv_bytes_limit: u64,
+    /// The canister's cycle balance (0 in the embedded runtime, which holds no cycles).
+    pub cycles: candid::Nat,
 }
 
 #[derive(CandidType, Deserialize, Serialize, Clone, Copy, Debug, PartialEq)]
@@ -140,4 +156,135 @@ pub struct GenerateReply {
     pub position: u32,
     pub stop: StopReason,
     pub instructions: u64,
+}
+
+/// Why a call was refused. Every method but the seed's returns it in `Err`, and an `Err`
+/// leaves the canister's state exactly as it was.
+#[derive(CandidType, Deserialize, Serialize, Clone, Debug, PartialEq)]
+pub enum Error {
+    /// Only a controller of the canister may upload, clear, finalize or load.
+    NotController,
+    /// Sessions belong to a principal: the anonymous one cannot own them.
+    AnonymousCaller,
+    /// No model is loaded (and none is loading).
+    NoModel,
+    /// The model is still loading: call `load_model` again.
+    ModelLoading { loaded_tensors: u32, total_tensors: u32 },
+    /// An argument is out of range (the text says which and why).
+    InvalidArgument(String),
+    /// The chunk starts past the bytes received: send the one at `expected` first.
+    Gap { expected: u64 },
+    /// The chunk repeats received bytes with different contents.
+    ChunkMismatch { expected: u64 },
+    /// The chunk runs past the declared file size.
+    PastDeclaredSize { size: u64 },
+    /// The upload is complete: begin a new one or clear it first.
+    UploadComplete,
+    /// The upload is not complete (`size` is the declared size, if one was declared).
+    UploadIncomplete { received: u64, size: Option<u64> },
+    /// The received bytes do not hash to the declared sha256: clear and upload again.
+    Sha256Mismatch { received: String, declared: String },
+    /// The uploaded file is not a GPT-2 safetensors model the engine can load.
+    InvalidModel(String),
+    /// The model in stable memory no longer hashes to what was recorded when its upload
+    /// completed (stable memory was damaged): upload it again.
+    StoredModelCorrupt { recorded: String, found: String },
+    /// No such session for this caller (deleted, evicted, or another principal's).
+    UnknownSession { session: u64 },
+    /// The session is at position `expected`, not the one the call named.
+    PositionMismatch { expected: u32 },
+    /// Every one of the canister's `limit` sessions is in recent use by a principal that
+    /// holds only that one: none is evicted for a newcomer; try again later.
+    SessionsFull { limit: u32 },
+    /// `session_generate` before any prompt: prefill first.
+    NoContext,
+    /// The tokens do not fit the model's context of `n_ctx` positions.
+    ContextFull { n_ctx: u32 },
+    /// Not enough memory (heap for a session's KV cache, or stable memory for the upload).
+    OutOfMemory(String),
+    /// The request cannot be done within one call's instruction limit.
+    InstructionLimit(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::NotController => write!(f, "only a controller of this canister may do this"),
+            Error::AnonymousCaller => {
+                write!(f, "sessions need an identity: the anonymous principal cannot own one")
+            }
+            Error::NoModel => write!(
+                f,
+                "no model is loaded: upload a model file, then call load_model (or setup_model)"
+            ),
+            Error::ModelLoading { loaded_tensors, total_tensors } => write!(
+                f,
+                "the model is still loading ({loaded_tensors} of {total_tensors} tensors): \
+                 call load_model again"
+            ),
+            Error::InvalidArgument(m) | Error::OutOfMemory(m) | Error::InstructionLimit(m) => {
+                write!(f, "{m}")
+            }
+            Error::InvalidModel(m) => write!(f, "invalid model file: {m}"),
+            Error::Gap { expected } => {
+                write!(f, "the chunk leaves a gap: expected offset {expected}")
+            }
+            Error::ChunkMismatch { expected } => write!(
+                f,
+                "the chunk differs from the bytes already received: expected offset {expected}"
+            ),
+            Error::PastDeclaredSize { size } => {
+                write!(f, "the chunk runs past the declared size {size}")
+            }
+            Error::UploadComplete => {
+                write!(f, "the upload is complete; begin a new upload or clear it first")
+            }
+            Error::UploadIncomplete { received, size: Some(size) } => {
+                write!(f, "upload incomplete: received {received} of {size} bytes")
+            }
+            Error::UploadIncomplete { received, size: None } => {
+                write!(f, "upload incomplete: received {received} bytes")
+            }
+            Error::Sha256Mismatch { received, declared } => write!(
+                f,
+                "sha256 mismatch: the received bytes hash to {received}, but {declared} was \
+                 declared; clear the upload and send the file again"
+            ),
+            Error::StoredModelCorrupt { recorded, found } => write!(
+                f,
+                "the model in stable memory hashes to {found}, not {recorded} as recorded: \
+                 it was damaged; upload it again"
+            ),
+            Error::UnknownSession { session } => write!(
+                f,
+                "no session {session} for this caller (it was deleted, evicted, or belongs to \
+                 another principal)"
+            ),
+            Error::PositionMismatch { expected } => {
+                write!(f, "the session is at position {expected}")
+            }
+            Error::SessionsFull { limit } => write!(
+                f,
+                "all {limit} sessions are in recent use by other principals; try again later"
+            ),
+            Error::NoContext => {
+                write!(f, "the session has no context to continue: prefill a prompt first")
+            }
+            Error::ContextFull { n_ctx } => {
+                write!(f, "context is full: the model has {n_ctx} positions")
+            }
+        }
+    }
+}
+
+impl From<gpt2_engine::EngineError> for Error {
+    fn from(e: gpt2_engine::EngineError) -> Self {
+        use gpt2_engine::EngineError as E;
+        match e {
+            E::BadModel(m) => Error::InvalidModel(m),
+            E::BadInput(m) => Error::InvalidArgument(m),
+            E::ContextFull { n_ctx } => Error::ContextFull { n_ctx: n_ctx as u32 },
+            E::OutOfMemory(m) => Error::OutOfMemory(m),
+        }
+    }
 }

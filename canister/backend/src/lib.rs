@@ -29,6 +29,9 @@ struct State {
     loading: Option<Loading>,
     model: Option<Model>,
     sessions: Sessions,
+    /// What was wrong with stable memory at the last start, until `upload_clear` or
+    /// `upload_begin` starts afresh.
+    damage: Option<StableDamage>,
 }
 
 thread_local! {
@@ -37,6 +40,7 @@ thread_local! {
         loading: None,
         model: None,
         sessions: Sessions::default(),
+        damage: None,
     });
 }
 
@@ -48,49 +52,56 @@ fn instructions() -> u64 {
     ic_cdk::api::performance_counter(0)
 }
 
-fn require_controller() -> Result<(), String> {
-    let caller = ic_cdk::api::msg_caller();
-    if ic_cdk::api::is_controller(&caller) {
+fn require_controller() -> Result<(), Error> {
+    if ic_cdk::api::is_controller(&ic_cdk::api::msg_caller()) {
         Ok(())
     } else {
-        Err(format!("only a controller of this canister may do this; {caller} is not one"))
+        Err(Error::NotController)
     }
 }
 
 /// Session methods need a caller identity to own the session.
-fn session_caller() -> Result<Principal, String> {
+fn session_caller() -> Result<Principal, Error> {
     let caller = ic_cdk::api::msg_caller();
     if caller == Principal::anonymous() {
-        Err("sessions need an identity: the anonymous principal cannot own one".into())
+        Err(Error::AnonymousCaller)
     } else {
         Ok(caller)
     }
 }
 
-/// Persists the upload record; a failure here must undo the whole message.
-fn save_upload(upload: &UploadRecord) {
-    if let Err(e) = upload.write(&mut IcStable) {
-        ic_cdk::trap(e);
+impl State {
+    fn upload_state(&self) -> UploadState {
+        self.upload.state(self.model.is_some(), self.damage.clone())
     }
-}
 
-fn unload(state: &mut State) {
-    state.model = None;
-    state.loading = None;
-    state.sessions.clear();
-}
+    fn model(&self) -> Result<&Model, Error> {
+        self.model.as_ref().ok_or_else(|| match &self.loading {
+            Some(l) => {
+                let p = l.progress(0);
+                Error::ModelLoading {
+                    loaded_tensors: p.loaded_tensors,
+                    total_tensors: p.total_tensors,
+                }
+            }
+            None => Error::NoModel,
+        })
+    }
 
-fn model(state: &State) -> Result<&Model, String> {
-    state.model.as_ref().ok_or_else(|| match &state.loading {
-        Some(l) => format!(
-            "the model is still loading ({} of {} tensors): call load_model again",
-            l.progress(0).loaded_tensors,
-            l.progress(0).total_tensors
-        ),
-        None => {
-            "no model is loaded: upload a model file, then call load_model (or setup_model)".into()
+    /// Replaces the upload record, in stable memory first. A stable-memory failure is a
+    /// trap, so the whole message (and every change it made) is undone.
+    fn set_upload(&mut self, upload: UploadRecord) {
+        if let Err(e) = upload.write(&mut IcStable) {
+            ic_cdk::trap(e.to_string());
         }
-    })
+        self.upload = upload;
+    }
+
+    fn unload(&mut self) {
+        self.model = None;
+        self.loading = None;
+        self.sessions.clear();
+    }
 }
 
 // ---------------------------------------------------------------- lifecycle
@@ -98,79 +109,129 @@ fn model(state: &State) -> Result<&Model, String> {
 #[ic_cdk::init]
 fn init() {}
 
+/// Bytes hashed per stable-memory read when the model file is checked after an upgrade.
+const HASH_STEP: usize = 1 << 20;
+
 #[ic_cdk::post_upgrade]
 fn post_upgrade() {
-    let upload = UploadRecord::read(&IcStable).unwrap_or_else(|e| ic_cdk::trap(e));
+    // Damaged stable memory must not trap here: that would lock everyone out. The canister
+    // comes up empty and reports the damage until `upload_clear` or `upload_begin`.
+    let upload = match UploadRecord::read(&IcStable) {
+        Ok(upload) => upload,
+        Err(damage) => {
+            with_state(|s| s.damage = Some(damage));
+            return;
+        }
+    };
     let reload = upload.load_on_upgrade;
     with_state(|s| s.upload = upload);
-    if reload {
-        // An upgrade may use far more instructions than an update; a failure leaves the
-        // canister running without a model rather than failing the upgrade.
-        if let Err(e) = load_step(u64::MAX, loading::MAX_READ_PER_UPGRADE) {
-            ic_cdk::api::debug_print(format!("model not reloaded after upgrade: {e}"));
-        }
+    if !reload {
+        return;
     }
+    if let Err(damage) = verify_stored_model() {
+        with_state(|s| s.damage = Some(damage));
+        return;
+    }
+    // An upgrade may use far more instructions than an update; what does not fit goes on
+    // in `load_model` calls, and a failure leaves the canister running without a model
+    // rather than failing the upgrade.
+    if let Err(e) = load_step(loading::UPGRADE_BUDGET, loading::MAX_READ_PER_UPGRADE) {
+        ic_cdk::api::debug_print(format!("model not reloaded after upgrade: {e}"));
+    }
+}
+
+/// The stored file still hashes to the sha256 recorded when its upload completed.
+fn verify_stored_model() -> Result<(), StableDamage> {
+    with_state(|s| {
+        let Some(recorded) = s.upload.sha256.clone() else { return Ok(()) };
+        let before = instructions();
+        let found = s.upload.hash_stored(&IcStable, HASH_STEP);
+        ic_cdk::api::debug_print(format!(
+            "sha256 of the {}-byte model checked in {} instructions",
+            s.upload.received,
+            instructions() - before
+        ));
+        if found == recorded {
+            Ok(())
+        } else {
+            Err(StableDamage::Sha256Mismatch { recorded, found })
+        }
+    })
 }
 
 // ---------------------------------------------------------------- upload
 
 #[ic_cdk::update]
-fn upload_begin(args: UploadBegin) -> Result<UploadState, String> {
+fn upload_begin(args: UploadBegin) -> Result<UploadState, Error> {
     require_controller()?;
     with_state(|s| {
-        if s.upload.begin(args)? {
-            unload(s);
+        // After damage nothing stored is trusted: a declaration starts from scratch.
+        let mut upload =
+            if s.damage.is_some() { UploadRecord::default() } else { s.upload.clone() };
+        if upload.begin(args)? {
+            s.unload();
         }
-        save_upload(&s.upload);
-        Ok(s.upload.state(s.model.is_some()))
+        s.damage = None;
+        s.set_upload(upload);
+        Ok(s.upload_state())
     })
 }
 
 #[ic_cdk::update]
-fn upload_chunk(chunk: UploadChunk) -> Result<UploadState, String> {
+fn upload_chunk(chunk: UploadChunk) -> Result<UploadState, Error> {
     require_controller()?;
     with_state(|s| {
-        s.upload.append(&mut IcStable, chunk.offset, &chunk.data)?;
-        save_upload(&s.upload);
-        Ok(s.upload.state(s.model.is_some()))
+        let mut upload = s.upload.clone();
+        upload.append(&mut IcStable, chunk.offset, &chunk.data)?;
+        s.set_upload(upload);
+        Ok(s.upload_state())
     })
 }
 
 #[ic_cdk::update]
-fn upload_finalize() -> Result<UploadState, String> {
+fn upload_finalize() -> Result<UploadState, Error> {
     require_controller()?;
     with_state(|s| {
-        s.upload.finalize()?;
-        save_upload(&s.upload);
-        Ok(s.upload.state(s.model.is_some()))
+        let mut upload = s.upload.clone();
+        upload.finalize()?;
+        s.set_upload(upload);
+        Ok(s.upload_state())
     })
 }
 
 #[ic_cdk::query]
 fn upload_state() -> UploadState {
-    with_state(|s| s.upload.state(s.model.is_some()))
+    with_state(|s| s.upload_state())
 }
 
-fn clear_upload() -> Result<(), String> {
+fn clear_upload() -> Result<(), Error> {
     require_controller()?;
     with_state(|s| {
-        s.upload = UploadRecord::default();
-        unload(s);
-        save_upload(&s.upload);
+        s.unload();
+        s.damage = None;
+        s.set_upload(UploadRecord::default());
     });
     Ok(())
 }
 
+/// Forgets the upload (and unloads the model); also acknowledges damaged stable memory.
 #[ic_cdk::update]
-fn upload_clear() -> Result<(), String> {
+fn upload_clear() -> Result<(), Error> {
     clear_upload()
 }
 
 // ---------------------------------------------------------------- loading
 
-/// Loads tensors until `budget` instructions are used; returns the progress.
-fn load_step(budget: u64, max_read: u64) -> Result<LoadProgress, String> {
+/// Loads tensors until `budget` instructions are used; returns the progress. An `Err`
+/// leaves the loading progress as it was.
+fn load_step(budget: u64, max_read: u64) -> Result<LoadProgress, Error> {
     with_state(|s| {
+        if let Some(StableDamage::Sha256Mismatch { recorded, found }) = &s.damage {
+            return Err(Error::StoredModelCorrupt {
+                recorded: recorded.clone(),
+                found: found.clone(),
+            });
+        }
         if s.model.is_some() && s.loading.is_none() {
             return Ok(LoadProgress {
                 loaded_tensors: 0,
@@ -185,24 +246,34 @@ fn load_step(budget: u64, max_read: u64) -> Result<LoadProgress, String> {
             Some(l) => l,
             None => Loading::start(&s.upload, &IcStable)?,
         };
-        loading.advance(&s.upload, &IcStable, &instructions, budget, max_read)?;
-        let progress = loading.progress(instructions());
-        if loading.is_done() {
-            s.sessions.clear();
-            s.model = Some(loading.finish()?);
-            s.upload.load_on_upgrade = true;
-            save_upload(&s.upload);
-        } else {
-            s.loading = Some(loading);
+        let advanced = loading.advance(&s.upload, &IcStable, &instructions, budget, max_read);
+        if let Err(e) = advanced {
+            s.loading = Some(loading).filter(|l| l.progress(0).loaded_tensors > 0);
+            return Err(e);
         }
-        Ok(progress)
+        let progress = loading.progress(instructions());
+        if !loading.is_done() {
+            s.loading = Some(loading);
+            return Ok(progress);
+        }
+        match loading.finish() {
+            Ok(model) => {
+                s.sessions.clear();
+                s.model = Some(model);
+                let mut upload = s.upload.clone();
+                upload.load_on_upgrade = true;
+                s.set_upload(upload);
+                Ok(progress)
+            }
+            Err(e) => Err(e),
+        }
     })
 }
 
 /// Parses the uploaded file and loads its weights into the heap. A model too big for one
 /// message loads over several calls: call again until `done`.
 #[ic_cdk::update]
-fn load_model() -> Result<LoadProgress, String> {
+fn load_model() -> Result<LoadProgress, Error> {
     require_controller()?;
     load_step(generation::DEFAULT_BUDGET, loading::MAX_READ_PER_CALL)
 }
@@ -224,23 +295,29 @@ fn model_info() -> ModelInfo {
             }),
             dtype: s.model.as_ref().map(|m| m.file_dtype.name().to_string()),
             weights_heap_bytes: s.model.as_ref().map_or(0, |m| m.heap_bytes() as u64),
-            upload: s.upload.state(s.model.is_some()),
+            upload: s.upload_state(),
             loading: s.loading.as_ref().map(|l| l.progress(0)),
             sessions: s.sessions.len() as u32,
             kv_bytes_reserved: s.sessions.reserved_bytes(),
             kv_bytes_limit: sessions::KV_LIMIT_BYTES,
+            cycles: ic_cdk::api::canister_cycle_balance().into(),
         }
     })
 }
 
 // ---------------------------------------------------------------- sessions
 
+/// A new chat session owned by the caller. Eviction when full is fair: a principal over its
+/// 4 sessions loses its least recently used; when the canister is full (64 sessions or
+/// 1 GiB of KV cache) the principal with the most sessions (counting the new one; the
+/// creator first on a tie) loses its least recently used, while it holds more than one;
+/// when every principal holds one, a session idle for 30 minutes goes, else `SessionsFull`.
 #[ic_cdk::update]
-fn session_create(sampling: Sampling) -> Result<SessionInfo, String> {
+fn session_create(sampling: Sampling) -> Result<SessionInfo, Error> {
     let caller = session_caller()?;
     let params = from_api(sampling)?;
     with_state(|s| {
-        let m = model(s)?;
+        let m = s.model()?;
         let (config, layout) = (m.config.clone(), m.kv_layout());
         let session = s.sessions.create(caller, params, &config, layout, ic_cdk::api::time())?;
         Ok(session.info(&config))
@@ -248,32 +325,34 @@ fn session_create(sampling: Sampling) -> Result<SessionInfo, String> {
 }
 
 #[ic_cdk::update]
-fn session_prefill(args: PrefillArgs) -> Result<PrefillReply, String> {
+fn session_prefill(args: PrefillArgs) -> Result<PrefillReply, Error> {
     let caller = session_caller()?;
     with_state(|s| {
-        let model = s.model.as_ref().ok_or_else(|| "no model is loaded".to_string())?;
+        let model = s.model.as_ref().ok_or(Error::NoModel)?;
         let session = s.sessions.get_mut(args.session, caller)?;
+        let reply = generation::prefill(model, session, &args, &instructions)?;
         session.last_used_ns = ic_cdk::api::time();
-        generation::prefill(model, session, &args, &instructions)
+        Ok(reply)
     })
 }
 
 #[ic_cdk::update]
-fn session_generate(args: GenerateArgs) -> Result<GenerateReply, String> {
+fn session_generate(args: GenerateArgs) -> Result<GenerateReply, Error> {
     let caller = session_caller()?;
     with_state(|s| {
-        let model = s.model.as_ref().ok_or_else(|| "no model is loaded".to_string())?;
+        let model = s.model.as_ref().ok_or(Error::NoModel)?;
         let session = s.sessions.get_mut(args.session, caller)?;
+        let reply = generation::generate(model, session, &args, &instructions)?;
         session.last_used_ns = ic_cdk::api::time();
-        generation::generate(model, session, &args, &instructions)
+        Ok(reply)
     })
 }
 
 #[ic_cdk::query]
-fn session_info(id: u64) -> Result<SessionInfo, String> {
+fn session_info(id: u64) -> Result<SessionInfo, Error> {
     let caller = session_caller()?;
     with_state(|s| {
-        let config = &model(s)?.config;
+        let config = &s.model()?.config;
         Ok(s.sessions.get(id, caller)?.info(config))
     })
 }
@@ -289,16 +368,16 @@ fn session_list() -> Vec<SessionInfo> {
 
 /// Rewinds a session to `position` tokens (0 empties it), e.g. to regenerate a reply.
 #[ic_cdk::update]
-fn session_truncate(id: u64, position: u32) -> Result<SessionInfo, String> {
+fn session_truncate(id: u64, position: u32) -> Result<SessionInfo, Error> {
     let caller = session_caller()?;
     with_state(|s| {
-        let config = model(s)?.config.clone();
+        let config = s.model()?.config.clone();
         let session = s.sessions.get_mut(id, caller)?;
         if position as usize > session.tokens.len() {
-            return Err(format!(
+            return Err(Error::InvalidArgument(format!(
                 "session {id} has only {} tokens; cannot truncate to {position}",
                 session.tokens.len()
-            ));
+            )));
         }
         session.truncate(position as usize);
         Ok(session.info(&config))
@@ -306,27 +385,33 @@ fn session_truncate(id: u64, position: u32) -> Result<SessionInfo, String> {
 }
 
 #[ic_cdk::update]
-fn session_delete(id: u64) -> Result<(), String> {
+fn session_delete(id: u64) -> Result<(), Error> {
     let caller = session_caller()?;
     with_state(|s| s.sessions.delete(id, caller))
 }
 
 // ---------------------------------------------------------------- the seed's methods
 
+/// Traps with the error's text: the seed's methods have no error in their signature, and
+/// a trap undoes the message.
+fn or_trap(result: Result<(), Error>) {
+    if let Err(e) = result {
+        ic_cdk::trap(e.to_string());
+    }
+}
+
 /// Appends a chunk to the upload (the seed's `ic-file-uploader` flow).
 #[ic_cdk::update]
 fn upload_model_bytes_chunks(bytes: serde_bytes::ByteBuf) {
-    let result = require_controller().and_then(|_| {
+    or_trap(require_controller().and_then(|_| {
         with_state(|s| {
-            let at = s.upload.received;
-            s.upload.append(&mut IcStable, at, &bytes)?;
-            save_upload(&s.upload);
+            let mut upload = s.upload.clone();
+            let at = upload.received;
+            upload.append(&mut IcStable, at, &bytes)?;
+            s.set_upload(upload);
             Ok(())
         })
-    });
-    if let Err(e) = result {
-        ic_cdk::trap(e);
-    }
+    }))
 }
 
 /// Bytes received so far: where an interrupted upload resumes.
@@ -338,45 +423,52 @@ fn upload_wasm_ref_cell_length() -> u64 {
 /// Marks the upload complete. Chunks already live in stable memory, so nothing is copied.
 #[ic_cdk::update]
 fn upload_wasm_ref_cell_to_stable() {
-    let result = require_controller().and_then(|_| {
+    or_trap(require_controller().and_then(|_| {
         with_state(|s| {
-            s.upload.finalize()?;
-            save_upload(&s.upload);
+            let mut upload = s.upload.clone();
+            upload.finalize()?;
+            s.set_upload(upload);
             Ok(())
         })
-    });
-    if let Err(e) = result {
-        ic_cdk::trap(e);
-    }
+    }))
 }
 
 #[ic_cdk::update]
 fn upload_wasm_ref_cell_clear() {
-    if let Err(e) = clear_upload() {
-        ic_cdk::trap(e);
-    }
+    or_trap(clear_upload())
 }
 
-/// Loads the uploaded model (completing a seed-style upload first).
+/// Loads the uploaded model (completing a seed-style upload first). An `Err` changes
+/// nothing: a seed-style upload that does not load is left open for more chunks.
 #[ic_cdk::update]
 fn setup_model() -> Result<LoadProgress, String> {
-    require_controller()?;
-    with_state(|s| {
-        if !s.upload.complete && s.upload.declared.is_none() {
-            s.upload.finalize()?;
-            save_upload(&s.upload);
+    require_controller().map_err(|e| e.to_string())?;
+    let before = with_state(|s| s.upload.clone());
+    if !before.complete && before.declared.is_none() {
+        let mut upload = before.clone();
+        upload.finalize().map_err(|e| e.to_string())?;
+        with_state(|s| s.upload = upload);
+    }
+    let result = load_step(generation::DEFAULT_BUDGET, loading::MAX_READ_PER_CALL);
+    with_state(|s| match &result {
+        // The completed seed upload is kept once it loads (or starts loading).
+        Ok(_) if s.upload != before => {
+            let upload = s.upload.clone();
+            s.set_upload(upload);
         }
-        Ok::<(), String>(())
-    })?;
-    load_step(generation::DEFAULT_BUDGET, loading::MAX_READ_PER_CALL)
+        Ok(_) => {}
+        Err(_) => s.upload = before,
+    });
+    result.map_err(|e| e.to_string())
 }
 
 /// Greedy continuation of `prompt` by up to `max_new_tokens`, stopping at end-of-text.
 #[ic_cdk::update]
 fn model_inference(max_new_tokens: u8, prompt: Vec<i64>) -> Result<Vec<i64>, String> {
     with_state(|s| {
-        let model = model(s)?;
+        let model = s.model().map_err(|e| e.to_string())?;
         generation::seed_inference(model, max_new_tokens, &prompt, &instructions)
+            .map_err(|e| e.to_string())
     })
 }
 

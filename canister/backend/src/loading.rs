@@ -4,7 +4,7 @@
 use gpt2_engine::safetensors::{header_len, parse_header};
 use gpt2_engine::{LoadPlan, Model, ModelBuilder};
 
-use crate::api::LoadProgress;
+use crate::api::{Error, LoadProgress};
 use crate::stable::Stable;
 use crate::upload::UploadRecord;
 
@@ -15,6 +15,9 @@ const INITIAL_INSTRUCTIONS_PER_BYTE: u64 = 50;
 pub const MAX_READ_PER_CALL: u64 = 1 << 30;
 /// The same for `post_upgrade`, under the IC's 8 GiB limit there.
 pub const MAX_READ_PER_UPGRADE: u64 = 6 << 30;
+/// Instructions `post_upgrade` may spend checking the file's sha256 (~78 per byte: 39B
+/// for GPT-2 124M in f32) and loading, under the IC's 300B limit for upgrades.
+pub const UPGRADE_BUDGET: u64 = 250_000_000_000;
 
 pub struct Loading {
     plan: LoadPlan,
@@ -26,21 +29,21 @@ pub struct Loading {
 
 impl Loading {
     /// Reads and validates the file's header; no weight is read yet.
-    pub fn start(upload: &UploadRecord, stable: &impl Stable) -> Result<Loading, String> {
+    pub fn start(upload: &UploadRecord, stable: &impl Stable) -> Result<Loading, Error> {
         if !upload.complete {
-            return Err(format!(
-                "the upload is not complete ({} bytes received); finish and finalize it first",
-                upload.received
-            ));
+            return Err(Error::UploadIncomplete {
+                received: upload.received,
+                size: upload.declared.as_ref().map(|d| d.size),
+            });
         }
         let file_len = upload.received;
         let mut first8 = [0u8; 8];
         upload.read_file(stable, 0, &mut first8)?;
-        let n = header_len(&first8, file_len).map_err(|e| e.to_string())?;
-        let mut json = vec![0u8; n as usize];
+        let n = header_len(&first8, file_len)?;
+        let mut json = vec![0u8; usize::try_from(n).map_err(|_| too_big(n))?];
         upload.read_file(stable, 8, &mut json)?;
-        let header = parse_header(&json, file_len).map_err(|e| e.to_string())?;
-        let plan = LoadPlan::new(&header).map_err(|e| e.to_string())?;
+        let header = parse_header(&json, file_len)?;
+        let plan = LoadPlan::new(&header)?;
         let builder = ModelBuilder::new(&plan);
         Ok(Loading {
             plan,
@@ -61,7 +64,8 @@ impl Loading {
 
     /// Loads tensors until done, or until the next one would take `counter()` past
     /// `budget` or the bytes read past `max_read` (at least one tensor per call, so loading
-    /// always advances).
+    /// always advances). On `Err` the progress is as before the call (tensors added to the
+    /// builder meanwhile are simply added again by the next call).
     pub fn advance(
         &mut self,
         upload: &UploadRecord,
@@ -69,25 +73,41 @@ impl Loading {
         counter: &dyn Fn() -> u64,
         budget: u64,
         max_read: u64,
-    ) -> Result<(), String> {
-        let mut read = 0;
+    ) -> Result<(), Error> {
+        let (next, loaded_bytes) = (self.next, self.loaded_bytes);
+        let result = self.advance_from_here(upload, stable, counter, budget, max_read);
+        if result.is_err() {
+            (self.next, self.loaded_bytes) = (next, loaded_bytes);
+        }
+        result
+    }
+
+    fn advance_from_here(
+        &mut self,
+        upload: &UploadRecord,
+        stable: &impl Stable,
+        counter: &dyn Fn() -> u64,
+        budget: u64,
+        max_read: u64,
+    ) -> Result<(), Error> {
+        let mut read = 0u64;
         while let Some(step) = self.plan.steps.get(self.next) {
             let bytes = step.tensor.len();
             let before = counter();
             let over_budget =
                 before.saturating_add(bytes.saturating_mul(self.instructions_per_byte)) > budget;
-            if read > 0 && (over_budget || read + bytes > max_read) {
+            if read > 0 && (over_budget || read.saturating_add(bytes) > max_read) {
                 break;
             }
-            let mut buf = vec![0u8; bytes as usize];
+            let mut buf = vec![0u8; usize::try_from(bytes).map_err(|_| too_big(bytes))?];
             upload.read_file(stable, step.tensor.start, &mut buf)?;
-            self.builder.add(step, &buf).map_err(|e| e.to_string())?;
-            if let Some(per_byte) = (counter() - before).checked_div(bytes) {
-                self.instructions_per_byte = per_byte.max(1) * 5 / 4;
+            self.builder.add(step, &buf)?;
+            if let Some(per_byte) = counter().saturating_sub(before).checked_div(bytes) {
+                self.instructions_per_byte = per_byte.max(1).saturating_mul(5) / 4;
             }
-            self.loaded_bytes += bytes;
+            self.loaded_bytes = self.loaded_bytes.saturating_add(bytes);
             self.next += 1;
-            read += bytes.max(1);
+            read = read.saturating_add(bytes.max(1));
         }
         Ok(())
     }
@@ -103,9 +123,13 @@ impl Loading {
         }
     }
 
-    pub fn finish(self) -> Result<Model, String> {
-        self.builder.finish().map_err(|e| e.to_string())
+    pub fn finish(self) -> Result<Model, Error> {
+        Ok(self.builder.finish()?)
     }
+}
+
+fn too_big(bytes: u64) -> Error {
+    Error::InvalidModel(format!("a {bytes}-byte tensor or header is too big for this canister"))
 }
 
 #[cfg(test)]
@@ -167,6 +191,9 @@ mod tests {
     fn loading_needs_a_complete_upload() {
         let (mut upload, stable) = uploaded(b"12345678");
         upload.complete = false;
-        assert!(Loading::start(&upload, &stable).err().unwrap().contains("not complete"));
+        assert!(matches!(
+            Loading::start(&upload, &stable).err().unwrap(),
+            Error::UploadIncomplete { .. }
+        ));
     }
 }

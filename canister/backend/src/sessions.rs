@@ -1,12 +1,20 @@
 //! Chat sessions: a KV cache per conversation, owned by the principal that created it,
-//! kept in the heap between calls, with caps that evict the least recently used.
+//! kept in the heap between calls, with caps that evict fairly.
+//!
+//! Eviction policy: a principal over its own cap loses its least recently used session.
+//! When the canister is full (sessions or KV memory), the principal holding the most
+//! sessions (counting the one being created; the creator first on a tie) loses its least
+//! recently used one, as long as it holds more than one. When every principal holds just
+//! one, the least recently used session goes only if it has been idle for
+//! `IDLE_EVICTABLE_NS`; otherwise the new session is refused (`SessionsFull`). So a burst
+//! of strangers cannot evict a principal's only session while it is in use.
 
 use std::collections::BTreeMap;
 
 use candid::Principal;
 use gpt2_engine::{Config, KvCache, KvLayout, SamplingParams};
 
-use crate::api::{Sampling, SessionInfo};
+use crate::api::{Error, Sampling, SessionInfo};
 
 /// Sessions one principal may hold; a new one beyond this evicts its least recently used.
 pub const MAX_SESSIONS_PER_OWNER: usize = 4;
@@ -15,6 +23,8 @@ pub const MAX_SESSIONS: usize = 64;
 /// KV memory reserved by all sessions (each reserves a full context up front, so a
 /// session never runs out of memory mid-conversation).
 pub const KV_LIMIT_BYTES: u64 = 1 << 30;
+/// A principal's only session may be evicted for a newcomer once idle this long.
+pub const IDLE_EVICTABLE_NS: u64 = 30 * 60 * 1_000_000_000;
 
 pub struct Session {
     pub id: u64,
@@ -44,6 +54,25 @@ impl Session {
         }
     }
 
+    /// A session not kept in the canister (the seed's `model_inference` runs in one).
+    pub fn detached(
+        sampling: SamplingParams,
+        config: &Config,
+        layout: KvLayout,
+    ) -> Result<Session, Error> {
+        Ok(Session {
+            id: 0,
+            owner: Principal::anonymous(),
+            tokens: Vec::new(),
+            cache: KvCache::try_new(config, layout)?,
+            hidden: None,
+            sampling,
+            last_used_ns: 0,
+            last_call: None,
+            reserved: 0,
+        })
+    }
+
     /// Drops every token from `position` on.
     pub fn truncate(&mut self, position: usize) {
         self.tokens.truncate(position);
@@ -58,10 +87,10 @@ pub fn to_api(p: SamplingParams) -> Sampling {
     Sampling { temperature: p.temperature, top_k: p.top_k, top_p: p.top_p, seed: p.seed }
 }
 
-pub fn from_api(s: Sampling) -> Result<SamplingParams, String> {
+pub fn from_api(s: Sampling) -> Result<SamplingParams, Error> {
     let p =
         SamplingParams { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, seed: s.seed };
-    p.validate().map_err(|e| e.to_string())?;
+    p.validate()?;
     Ok(p)
 }
 
@@ -94,20 +123,33 @@ impl Sessions {
         config: &Config,
         layout: KvLayout,
         now_ns: u64,
-    ) -> Result<&Session, String> {
-        let reserve = (config.n_ctx * layout.bytes_per_token(config)) as u64;
+    ) -> Result<&Session, Error> {
+        let reserve = (config.n_ctx as u64).saturating_mul(layout.bytes_per_token(config) as u64);
         if reserve > KV_LIMIT_BYTES {
-            return Err(format!(
+            return Err(Error::OutOfMemory(format!(
                 "one session of this model needs {reserve} bytes of KV cache, over the {KV_LIMIT_BYTES}-byte limit"
-            ));
+            )));
         }
-        // Allocated first, so that a heap too small for it changes nothing.
-        let cache = KvCache::try_new(config, layout).map_err(|e| e.to_string())?;
-        if self.map.values().filter(|s| s.owner == owner).count() >= MAX_SESSIONS_PER_OWNER {
-            self.evict_lru(|s| s.owner == owner);
+        // Victims are chosen before anything is removed, so a refusal changes nothing.
+        let mut victims = Vec::new();
+        let owned = self.map.values().filter(|s| s.owner == owner).count();
+        if owned >= MAX_SESSIONS_PER_OWNER {
+            victims.extend(self.lru(|s| s.owner == owner, &victims));
         }
-        while self.map.len() >= MAX_SESSIONS || self.reserved + reserve > KV_LIMIT_BYTES {
-            self.evict_lru(|_| true);
+        loop {
+            let (count, reserved) = self.after_removing(&victims);
+            if count < MAX_SESSIONS && reserved + reserve <= KV_LIMIT_BYTES {
+                break;
+            }
+            let victim = self
+                .fair_victim(owner, now_ns, &victims)
+                .ok_or(Error::SessionsFull { limit: MAX_SESSIONS as u32 })?;
+            victims.push(victim);
+        }
+        // Allocated before evicting, so that a heap too small for it changes nothing.
+        let cache = KvCache::try_new(config, layout)?;
+        for id in victims {
+            self.remove_entry(id);
         }
         self.next_id += 1;
         let id = self.next_id;
@@ -126,16 +168,45 @@ impl Sessions {
         Ok(self.map.entry(id).or_insert(session))
     }
 
-    fn evict_lru(&mut self, which: impl Fn(&Session) -> bool) {
-        let victim = self
-            .map
+    fn after_removing(&self, victims: &[u64]) -> (usize, u64) {
+        let gone: u64 = victims.iter().filter_map(|id| self.map.get(id)).map(|s| s.reserved).sum();
+        (self.map.len() - victims.len(), self.reserved - gone)
+    }
+
+    /// The least recently used session matching `which`, not already in `victims`.
+    fn lru(&self, which: impl Fn(&Session) -> bool, victims: &[u64]) -> Option<u64> {
+        self.map
             .values()
-            .filter(|s| which(s))
+            .filter(|s| which(s) && !victims.contains(&s.id))
             .min_by_key(|s| (s.last_used_ns, s.id))
-            .map(|s| s.id);
-        if let Some(id) = victim {
-            self.remove_entry(id);
+            .map(|s| s.id)
+    }
+
+    /// The next session to evict for `creator`'s new one (the policy in the module doc).
+    fn fair_victim(&self, creator: Principal, now_ns: u64, victims: &[u64]) -> Option<u64> {
+        let mut counts: BTreeMap<Principal, usize> = BTreeMap::new();
+        for s in self.map.values().filter(|s| !victims.contains(&s.id)) {
+            *counts.entry(s.owner).or_default() += 1;
         }
+        *counts.entry(creator).or_default() += 1;
+        let most = counts.values().copied().max().unwrap_or(0);
+        if most > 1 {
+            let heaviest = if counts[&creator] == most && counts[&creator] > 1 {
+                Some(creator)
+            } else {
+                let oldest = |p: &Principal| self.lru(|s| s.owner == *p, victims);
+                counts
+                    .iter()
+                    .filter(|(p, &n)| n == most && **p != creator)
+                    .min_by_key(|(p, _)| oldest(p).map(|id| (self.map[&id].last_used_ns, id)))
+                    .map(|(p, _)| *p)
+            };
+            if let Some(p) = heaviest {
+                return self.lru(|s| s.owner == p, victims);
+            }
+        }
+        let idle_since = now_ns.saturating_sub(IDLE_EVICTABLE_NS);
+        self.lru(|s| s.last_used_ns <= idle_since, victims)
     }
 
     fn remove_entry(&mut self, id: u64) {
@@ -145,21 +216,21 @@ impl Sessions {
     }
 
     /// The caller's session `id`; another principal's session is reported as missing.
-    pub fn get_mut(&mut self, id: u64, caller: Principal) -> Result<&mut Session, String> {
+    pub fn get_mut(&mut self, id: u64, caller: Principal) -> Result<&mut Session, Error> {
         match self.map.get_mut(&id) {
             Some(s) if s.owner == caller => Ok(s),
-            _ => Err(not_found(id)),
+            _ => Err(Error::UnknownSession { session: id }),
         }
     }
 
-    pub fn get(&self, id: u64, caller: Principal) -> Result<&Session, String> {
+    pub fn get(&self, id: u64, caller: Principal) -> Result<&Session, Error> {
         match self.map.get(&id) {
             Some(s) if s.owner == caller => Ok(s),
-            _ => Err(not_found(id)),
+            _ => Err(Error::UnknownSession { session: id }),
         }
     }
 
-    pub fn delete(&mut self, id: u64, caller: Principal) -> Result<(), String> {
+    pub fn delete(&mut self, id: u64, caller: Principal) -> Result<(), Error> {
         self.get(id, caller)?;
         self.remove_entry(id);
         Ok(())
@@ -168,10 +239,6 @@ impl Sessions {
     pub fn owned_by(&self, caller: Principal) -> impl Iterator<Item = &Session> {
         self.map.values().filter(move |s| s.owner == caller)
     }
-}
-
-fn not_found(id: u64) -> String {
-    format!("no session {id} for this caller (it was deleted, evicted, or belongs to another principal)")
 }
 
 #[cfg(test)]
@@ -202,7 +269,7 @@ mod tests {
             .unwrap()
             .id;
         assert!(s.get_mut(id, principal(1)).is_ok());
-        assert!(s.get_mut(id, principal(2)).err().unwrap().contains("no session"));
+        assert_eq!(s.get_mut(id, principal(2)).err(), Some(Error::UnknownSession { session: id }));
         assert!(s.delete(id, principal(2)).is_err());
         assert_eq!(s.len(), 1);
         s.delete(id, principal(1)).unwrap();
@@ -248,6 +315,40 @@ mod tests {
             .create(principal(5), SamplingParams::GREEDY, &huge, KvLayout::F32, 4)
             .err()
             .unwrap()
+            .to_string()
             .contains("limit"));
+    }
+
+    #[test]
+    fn a_burst_of_strangers_does_not_evict_a_principals_active_session() {
+        let mut s = Sessions::default();
+        let t0 = 1_700_000_000_000_000_000; // the IC's clock: nanoseconds since 1970
+        let create = |s: &mut Sessions, p: u8, after: u64| {
+            s.create(principal(p), SamplingParams::GREEDY, &config(8), KvLayout::F32, t0 + after)
+                .map(|x| x.id)
+        };
+        let mine = create(&mut s, 1, 0).unwrap();
+        let mut refused = 0;
+        for p in 2..72u8 {
+            match create(&mut s, p, p as u64) {
+                Ok(_) => {}
+                Err(Error::SessionsFull { limit }) => {
+                    assert_eq!(limit as usize, MAX_SESSIONS);
+                    refused += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(s.get(mine, principal(1)).is_ok(), "the owner's session survived");
+        assert_eq!((s.len(), refused), (MAX_SESSIONS, 70 - (MAX_SESSIONS - 1)));
+        // A stranger holding several sessions loses its own first.
+        let newest = (0..3).map(|t| create(&mut s, 2, 100 + t).unwrap()).last().unwrap();
+        assert_eq!(s.len(), MAX_SESSIONS);
+        assert!(s.get(mine, principal(1)).is_ok());
+        assert_eq!(s.owned_by(principal(2)).map(|x| x.id).collect::<Vec<_>>(), [newest]);
+        // Once idle long enough, a lone session may go to a newcomer.
+        let later = IDLE_EVICTABLE_NS + 1_000;
+        create(&mut s, 200, later).unwrap();
+        assert!(s.get(mine, principal(1)).is_err(), "the idle session was evicted");
     }
 }

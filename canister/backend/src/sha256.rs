@@ -26,6 +26,12 @@ impl Default for Sha256State {
 }
 
 impl Sha256State {
+    /// Whether this state could come from hashing exactly `len` bytes (a state read back
+    /// from damaged stable memory may not, and `update` relies on it).
+    pub fn is_consistent_with(&self, len: u64) -> bool {
+        self.total_len == len && self.pending.len() as u64 == len % 64
+    }
+
     pub fn update(&mut self, mut data: &[u8]) {
         self.total_len += data.len() as u64;
         if !self.pending.is_empty() {

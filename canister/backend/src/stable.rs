@@ -4,6 +4,8 @@
 //! Layout: the first `DATA_START` bytes hold the Candid-encoded upload record (a 4-byte
 //! length, then the bytes); the model file follows, byte for byte.
 
+use crate::api::Error;
+
 /// Room reserved for the upload record; the file starts right after.
 pub const DATA_START: u64 = 64 * 1024;
 const PAGE: u64 = 64 * 1024;
@@ -12,7 +14,7 @@ const PAGE: u64 = 64 * 1024;
 /// tested natively against a `Vec<u8>`.
 pub trait Stable {
     fn size(&self) -> u64;
-    fn grow_to(&mut self, bytes: u64) -> Result<(), String>;
+    fn grow_to(&mut self, bytes: u64) -> Result<(), Error>;
     fn read(&self, offset: u64, buf: &mut [u8]);
     fn write(&mut self, offset: u64, buf: &[u8]);
 }
@@ -25,12 +27,13 @@ impl Stable for IcStable {
         ic_cdk::stable::stable_size() * PAGE
     }
 
-    fn grow_to(&mut self, bytes: u64) -> Result<(), String> {
+    fn grow_to(&mut self, bytes: u64) -> Result<(), Error> {
         let have = ic_cdk::stable::stable_size();
         let want = bytes.div_ceil(PAGE);
         if want > have {
-            ic_cdk::stable::stable_grow(want - have)
-                .map_err(|e| format!("cannot grow stable memory to {bytes} bytes: {e:?}"))?;
+            ic_cdk::stable::stable_grow(want - have).map_err(|e| {
+                Error::OutOfMemory(format!("cannot grow stable memory to {bytes} bytes: {e:?}"))
+            })?;
         }
         Ok(())
     }
@@ -55,7 +58,7 @@ impl Stable for MemStable {
         self.0.len() as u64
     }
 
-    fn grow_to(&mut self, bytes: u64) -> Result<(), String> {
+    fn grow_to(&mut self, bytes: u64) -> Result<(), Error> {
         let want = (bytes.div_ceil(PAGE) * PAGE) as usize;
         if want > self.0.len() {
             self.0.resize(want, 0);

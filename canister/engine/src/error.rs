@@ -8,13 +8,20 @@ pub enum EngineError {
     BadModel(String),
     /// A request is invalid: token id out of range, context exceeded, bad sampling setting.
     BadInput(String),
+    /// The tokens do not fit the model's context of `n_ctx` positions.
+    ContextFull { n_ctx: usize },
+    /// The heap cannot hold what the request needs (a session's KV cache).
+    OutOfMemory(String),
 }
 
 impl fmt::Display for EngineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EngineError::BadModel(msg) => write!(f, "invalid model file: {msg}"),
-            EngineError::BadInput(msg) => write!(f, "{msg}"),
+            EngineError::BadInput(msg) | EngineError::OutOfMemory(msg) => write!(f, "{msg}"),
+            EngineError::ContextFull { n_ctx } => {
+                write!(f, "context is full: the model has {n_ctx} positions")
+            }
         }
     }
 }

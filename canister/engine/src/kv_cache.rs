@@ -9,7 +9,7 @@
 //! product step weighs both positions.
 
 use crate::config::Config;
-use crate::error::{bad_input, EngineError};
+use crate::error::EngineError;
 use crate::kernels::quant::quantize_into;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +93,7 @@ impl KvCache {
             })
             .collect::<Result<Vec<_>, std::collections::TryReserveError>>()
             .map_err(|_| {
-                bad_input(format!(
+                EngineError::OutOfMemory(format!(
                     "not enough heap memory for a session: a context's keys and values need {} MB",
                     (config.n_ctx * layout.bytes_per_token(config)).div_ceil(1_000_000)
                 ))

@@ -56,6 +56,9 @@ const BLOCK_PARAMS: [(&str, BlockParam); 12] = [
     ("mlp.c_proj.bias", BlockParam::MlpProjBias),
 ];
 
+/// A layer norm's epsilon only guards a division: anything near 1 swamps the variance.
+const MAX_LAYER_NORM_EPSILON: f32 = 1.0;
+
 /// Buffers some GPT-2 checkpoints carry (the causal mask); not weights.
 const IGNORED_BLOCK_TENSORS: [&str; 2] = ["attn.bias", "attn.masked_bias"];
 
@@ -154,13 +157,22 @@ fn infer_config(
     let n_layer = roles
         .keys()
         .filter_map(|r| match r {
-            Role::Block(i, _) => Some(i + 1),
+            Role::Block(i, _) => Some(i.saturating_add(1)),
             _ => None,
         })
         .max()
         .unwrap_or(0);
     if n_embd == 0 || vocab_size == 0 || n_ctx == 0 || n_inner == 0 {
         return Err(bad_model("a dimension of wte, wpe or c_fc is zero"));
+    }
+    // Every layer has all its parameters, so a layer index beyond what the tensors can
+    // fill (e.g. h.4000000000) is refused before anything is sized by it.
+    if n_layer.checked_mul(BLOCK_PARAMS.len()).is_none_or(|n| n > roles.len()) {
+        return Err(bad_model(format!(
+            "a tensor of layer {} but only {} tensors: layers are missing",
+            n_layer - 1,
+            roles.len()
+        )));
     }
 
     let meta = |key: &str| -> Result<Option<usize>, EngineError> {
@@ -202,31 +214,40 @@ fn infer_config(
         }
     }
     let layer_norm_epsilon = match metadata.get("layer_norm_epsilon") {
-        Some(v) => v.trim().parse::<f32>().ok().filter(|e| *e > 0.0).ok_or_else(|| {
-            bad_model(format!("__metadata__ layer_norm_epsilon={v:?} is not a positive number"))
-        })?,
+        Some(v) => v
+            .trim()
+            .parse::<f32>()
+            .ok()
+            .filter(|e| *e > 0.0 && *e <= MAX_LAYER_NORM_EPSILON)
+            .ok_or_else(|| {
+                bad_model(format!(
+                    "__metadata__ layer_norm_epsilon={v:?} is not a number in \
+                     (0, {MAX_LAYER_NORM_EPSILON}]"
+                ))
+            })?,
         None => 1e-5,
     };
     Ok(Config { n_layer, n_head, n_embd, n_inner, vocab_size, n_ctx, layer_norm_epsilon })
 }
 
-fn expected_shape(role: Role, c: &Config) -> Vec<usize> {
+fn expected_shape(role: Role, c: &Config) -> Option<Vec<usize>> {
     use BlockParam::*;
     let (e, f) = (c.n_embd, c.n_inner);
-    match role {
+    let e3 = e.checked_mul(3)?;
+    Some(match role {
         Role::TokenEmbedding | Role::LmHead => vec![c.vocab_size, e],
         Role::PositionEmbedding => vec![c.n_ctx, e],
         Role::FinalNormWeight | Role::FinalNormBias => vec![e],
         Role::Block(_, p) => match p {
             Ln1Weight | Ln1Bias | Ln2Weight | Ln2Bias | AttnProjBias | MlpProjBias => vec![e],
-            AttnWeight => vec![e, 3 * e],
-            AttnBias => vec![3 * e],
+            AttnWeight => vec![e, e3],
+            AttnBias => vec![e3],
             AttnProjWeight => vec![e, e],
             FcWeight => vec![e, f],
             FcBias => vec![f],
             MlpProjWeight => vec![f, e],
         },
-    }
+    })
 }
 
 fn check_shapes(
@@ -249,7 +270,8 @@ fn check_shapes(
     }
     let mut steps = Vec::with_capacity(roles.len());
     for (&role, &t) in roles {
-        let want = expected_shape(role, config);
+        let want = expected_shape(role, config)
+            .ok_or_else(|| bad_model(format!("n_embd {} is too large", config.n_embd)))?;
         if t.shape != want {
             return Err(bad_model(format!(
                 "tensor {} has shape {:?}, expected {want:?}",
@@ -508,6 +530,63 @@ impl ModelBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-layer GPT-2 header (n_embd 4, vocab 8, n_ctx 4, n_inner 8) and its metadata.
+    fn header(extra: &[(&str, Vec<usize>)], metadata: &[(&str, &str)]) -> Header {
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![
+            ("wte.weight".into(), vec![8, 4]),
+            ("wpe.weight".into(), vec![4, 4]),
+            ("ln_f.weight".into(), vec![4]),
+            ("ln_f.bias".into(), vec![4]),
+        ];
+        let c = Config {
+            n_layer: 1,
+            n_head: 1,
+            n_embd: 4,
+            n_inner: 8,
+            vocab_size: 8,
+            n_ctx: 4,
+            layer_norm_epsilon: 1e-5,
+        };
+        for (name, p) in BLOCK_PARAMS {
+            shapes.push((format!("h.0.{name}"), expected_shape(Role::Block(0, p), &c).unwrap()));
+        }
+        shapes.extend(extra.iter().map(|(n, s)| (n.to_string(), s.clone())));
+        let mut at = 0u64;
+        let tensors = shapes
+            .into_iter()
+            .map(|(name, shape)| {
+                let len = 4 * shape.iter().product::<usize>() as u64;
+                at += len;
+                TensorInfo { name, dtype: Dtype::F32, shape, start: at - len, end: at }
+            })
+            .collect();
+        let metadata = [("n_head", "1")]
+            .iter()
+            .chain(metadata)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Header { tensors, metadata }
+    }
+
+    #[test]
+    fn a_huge_layer_index_is_refused_promptly() {
+        assert_eq!(LoadPlan::new(&header(&[], &[])).unwrap().config.n_layer, 1);
+        for index in ["4000000000", "13", "18446744073709551615"] {
+            let name = format!("h.{index}.ln_1.weight");
+            let err = LoadPlan::new(&header(&[(&name, vec![4])], &[])).unwrap_err();
+            assert!(matches!(err, EngineError::BadModel(_)), "{index}: {err}");
+        }
+    }
+
+    #[test]
+    fn layer_norm_epsilon_must_be_a_small_positive_number() {
+        let eps = |v: &str| LoadPlan::new(&header(&[], &[("layer_norm_epsilon", v)]));
+        assert_eq!(eps("1e-6").unwrap().config.layer_norm_epsilon, 1e-6);
+        for bad in ["inf", "1e30", "NaN", "0", "-1e-5", "x"] {
+            assert!(matches!(eps(bad), Err(EngineError::BadModel(_))), "{bad}");
+        }
+    }
 
     #[test]
     fn f16_decoding() {

@@ -50,17 +50,6 @@ impl Weight {
             Weight::Int8(m) => m.heap_bytes(),
         }
     }
-
-    /// IC instructions one `matmul` of a single token costs, a little above what the
-    /// kernels measure (`gpt2-chat bench`: ~1.9 per multiply-add in f32, ~0.7 in int8),
-    /// for budget checks before a measurement exists.
-    pub fn instructions_estimate(&self) -> u64 {
-        let (macs, per_mac_x10) = match self {
-            Weight::F32(m) => (m.rows() * m.cols(), 22),
-            Weight::Int8(m) => (m.rows() * m.cols(), 8),
-        };
-        macs as u64 * per_mac_x10 / 10
-    }
 }
 
 pub struct Linear {
@@ -106,12 +95,8 @@ impl Model {
                 cfg.vocab_size - 1
             )));
         }
-        if cached + tokens.len() > cfg.n_ctx {
-            return Err(bad_input(format!(
-                "context is full: {cached} cached + {} new tokens exceeds the model's {} positions",
-                tokens.len(),
-                cfg.n_ctx
-            )));
+        if cached.saturating_add(tokens.len()) > cfg.n_ctx {
+            return Err(EngineError::ContextFull { n_ctx: cfg.n_ctx });
         }
         Ok(())
     }
@@ -211,11 +196,6 @@ impl Model {
             Weight::Int8(_) => KvLayout::Int16,
             Weight::F32(_) => KvLayout::F32,
         }
-    }
-
-    /// Estimated instructions of one `logits` call (see `Weight::instructions_estimate`).
-    pub fn logits_instructions_estimate(&self) -> u64 {
-        self.lm_head.as_ref().unwrap_or(&self.wte).instructions_estimate()
     }
 
     /// Next-token logits from a final hidden state.

@@ -91,7 +91,7 @@ pub fn header_len(first8: &[u8], file_len: u64) -> Result<u64, EngineError> {
             "header length {n} is over the {MAX_HEADER_LEN}-byte limit (not a safetensors file?)"
         )));
     }
-    if 8 + n > file_len {
+    if n.checked_add(8).is_none_or(|end| end > file_len) {
         return Err(bad_model(format!(
             "header length {n} runs past the end of the {file_len}-byte file (truncated?)"
         )));
@@ -102,7 +102,10 @@ pub fn header_len(first8: &[u8], file_len: u64) -> Result<u64, EngineError> {
 /// Parses the JSON header (the `header_len` bytes after the length) and validates every
 /// tensor's dtype, shape and byte range against a file of `file_len` bytes.
 pub fn parse_header(json: &[u8], file_len: u64) -> Result<Header, EngineError> {
-    let data_start = 8 + json.len() as u64;
+    let data_start = (json.len() as u64)
+        .checked_add(8)
+        .filter(|&d| d <= file_len)
+        .ok_or_else(|| bad_model("the header runs past the end of the file"))?;
     let value: Value = serde_json::from_slice(json)
         .map_err(|e| bad_model(format!("header is not valid JSON: {e}")))?;
     let Value::Object(entries) = value else {
@@ -180,24 +183,23 @@ fn parse_tensor(
             dtype.name()
         )));
     }
-    if data_start + end > file_len {
-        return Err(bad_model(format!(
-            "tensor {name} ends at byte {} but the file has {file_len} bytes (truncated?)",
-            data_start + end
-        )));
-    }
+    // Offsets come from the file: near 2^64 they would wrap past the end check.
+    let (start, stop) = data_start
+        .checked_add(begin)
+        .zip(data_start.checked_add(end))
+        .filter(|&(_, stop)| stop <= file_len)
+        .ok_or_else(|| {
+            bad_model(format!(
+                "tensor {name}: data_offsets [{begin}, {end}] run past the end of the \
+                 {file_len}-byte file (truncated?)"
+            ))
+        })?;
     let shape = shape
         .iter()
         .map(|&d| usize::try_from(d))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| bad_model(format!("tensor {name}: shape {shape:?} too large")))?;
-    Ok(TensorInfo {
-        name: name.to_string(),
-        dtype,
-        shape,
-        start: data_start + begin,
-        end: data_start + end,
-    })
+    Ok(TensorInfo { name: name.to_string(), dtype, shape, start, end: stop })
 }
 
 fn as_u64_list(v: &Value) -> Option<Vec<u64>> {
@@ -240,6 +242,21 @@ mod tests {
         let cases = [
             (file(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8), "needs 12"),
             (file(r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#, 8), "truncated"),
+            // Offsets that wrap around 2^64 when the data section's start is added.
+            (
+                file(
+                    r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[18446744073709551608,18446744073709551615]}}"#,
+                    8,
+                ),
+                "needs 8",
+            ),
+            (
+                file(
+                    r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[18446744073709551600,18446744073709551608]}}"#,
+                    8,
+                ),
+                "run past the end",
+            ),
             (file(r#"{"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, 8), "dtype I64"),
             (file(r#"{"a":{"dtype":"F32","shape":[1]}}"#, 8), "no data_offsets"),
             (file(r#"[1,2]"#, 0), "not a JSON object"),

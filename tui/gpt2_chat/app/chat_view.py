@@ -16,10 +16,11 @@ from textual.reactive import reactive
 from textual.widgets import Input, Static
 
 from gpt2_chat.client.chat import CallStats, Conversation, TurnResult
-from gpt2_chat.client.cycles import balance_is_low
+from gpt2_chat.client.cycles import balance_is_low, shown_balance
 from gpt2_chat.client.tokenizer import Gpt2Tokenizer
 from gpt2_chat.connect import Connection, ConnectionClosed
 from gpt2_chat.errors import EXPECTED_ERRORS, BackendError
+from gpt2_chat.network import parse_network
 from gpt2_chat.settings import chat_settings
 
 from .fmt import connection_label, si
@@ -365,8 +366,8 @@ class ChatView(Pane):
         except EXPECTED_ERRORS as e:
             self.later(self._turn_failed, conversation, reply, e)
         else:
-            # `cycles` arrives with a canister that reports its balance; older ones do not.
-            balance = getattr(self.gpt2_app.model_info, "cycles", None)
+            app = self.gpt2_app
+            balance = shown_balance(app.model_info, parse_network(app.settings.network).embedded)
             stats = TurnStats.of(result, len(conversation.context), conversation.n_ctx, balance)
             self.later(self._turn_done, conversation, reply, result, stats)
 

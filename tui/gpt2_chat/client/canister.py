@@ -1,131 +1,228 @@
 """The gpt2_backend canister's interface in Python: the one place that knows its Candid.
 
-Each method encodes its arguments, makes the call through a `Backend`, decodes the reply
-into a dataclass, and turns the canister's `Err` into `CanisterError`. The types mirror
-`canister/backend/src/api.rs` (the `.did` file is generated from it).
+The Candid types come from the canister's own interface file (`canister/gpt2_backend.did`,
+generated from the Rust types), parsed once. Each method encodes its arguments with them,
+makes the call through a `Backend`, decodes the reply into a dataclass, and raises the
+`CanisterError` subclass that matches the canister's typed `Err` variant.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from icp_candid.candid import Types, decode, encode
+from icp_candid import DIDLoader, decode, encode
 
+from gpt2_chat.assets import candid_interface
 from gpt2_chat.backends.base import Backend, Reply
 from gpt2_chat.errors import BackendError
 
+# ---------------------------------------------------------------------- errors
+
 
 class CanisterError(BackendError):
-    """The canister answered `Err(message)`: the request was refused and changed nothing."""
+    """The canister answered `Err`: the request was refused and changed nothing. The seed's
+    `setup_model` and `model_inference` answer with text, raised as this class itself; every
+    other method's error is one of the subclasses below, one per variant of the `.did`'s
+    `Error`, carrying its fields."""
+
+
+class NotController(CanisterError):
+    def __init__(self) -> None:
+        super().__init__("only a controller of this canister may do this")
+
+
+class AnonymousCaller(CanisterError):
+    def __init__(self) -> None:
+        super().__init__("sessions need an identity: the anonymous principal cannot own one")
+
+
+class NoModel(CanisterError):
+    def __init__(self) -> None:
+        super().__init__("no model is loaded: upload a model file first")
+
+
+class ModelLoading(CanisterError):
+    def __init__(self, loaded_tensors: int, total_tensors: int) -> None:
+        super().__init__(
+            f"the model is still loading ({loaded_tensors} of {total_tensors} tensors)"
+        )
+        self.loaded_tensors = loaded_tensors
+        self.total_tensors = total_tensors
+
+
+class InvalidArgument(CanisterError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class UploadGap(CanisterError):
+    def __init__(self, expected: int) -> None:
+        super().__init__(f"the chunk leaves a gap: the canister expects offset {expected}")
+        self.expected = expected
+
+
+class ChunkMismatch(CanisterError):
+    def __init__(self, expected: int) -> None:
+        super().__init__(
+            f"the chunk differs from the bytes the canister already has (it expects offset "
+            f"{expected}): they are from another file"
+        )
+        self.expected = expected
+
+
+class PastDeclaredSize(CanisterError):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the chunk runs past the declared size of {size} bytes")
+        self.size = size
+
+
+class UploadComplete(CanisterError):
+    def __init__(self) -> None:
+        super().__init__("the upload is complete; begin a new upload or clear it first")
+
+
+class UploadIncomplete(CanisterError):
+    def __init__(self, received: int, size: list[int]) -> None:
+        declared = _unopt(size)
+        of = f" of {declared}" if declared is not None else ""
+        super().__init__(f"the upload is incomplete: {received}{of} bytes received")
+        self.received = received
+        self.size: int | None = declared
+
+
+class Sha256Mismatch(CanisterError):
+    def __init__(self, received: str, declared: str) -> None:
+        super().__init__(
+            f"sha256 mismatch: the uploaded bytes hash to {received}, not {declared}; "
+            "clear the upload (gpt2-chat upload --clear) and send the file again"
+        )
+        self.received = received
+        self.declared = declared
+
+
+class InvalidModel(CanisterError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"invalid model file: {detail}")
+        self.detail = detail
+
+
+class StoredModelCorrupt(CanisterError):
+    def __init__(self, recorded: str, found: str) -> None:
+        super().__init__(
+            f"the model in the canister's stable memory hashes to {found}, not {recorded} as "
+            "recorded: it was damaged; upload it again"
+        )
+        self.recorded = recorded
+        self.found = found
+
+
+class UnknownSession(CanisterError):
+    def __init__(self, session: int) -> None:
+        super().__init__(
+            f"no session {session} for this caller (deleted, evicted, or another principal's)"
+        )
+        self.session = session
+
+
+class PositionMismatch(CanisterError):
+    def __init__(self, expected: int) -> None:
+        super().__init__(f"the session is at position {expected}")
+        self.expected = expected
+
+
+class SessionsFull(CanisterError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"all {limit} sessions are in recent use by other principals; try again later"
+        )
+        self.limit = limit
+
+
+class NoContext(CanisterError):
+    def __init__(self) -> None:
+        super().__init__("the session has no context to continue: prefill a prompt first")
+
+
+class ContextFull(CanisterError):
+    def __init__(self, n_ctx: int) -> None:
+        super().__init__(f"context is full: the model has {n_ctx} positions")
+        self.n_ctx = n_ctx
+
+
+class OutOfMemory(CanisterError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class CallTooBig(CanisterError):
+    """`InstructionLimit`: the request cannot be done within one call's instruction limit
+    (refused up front, unlike `InstructionLimitExceeded`, a trap)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+#: The `.did`'s `Error` variants and the exception each becomes (a test checks both agree).
+ERROR_VARIANTS: dict[str, type[CanisterError]] = {
+    "NotController": NotController,
+    "AnonymousCaller": AnonymousCaller,
+    "NoModel": NoModel,
+    "ModelLoading": ModelLoading,
+    "InvalidArgument": InvalidArgument,
+    "Gap": UploadGap,
+    "ChunkMismatch": ChunkMismatch,
+    "PastDeclaredSize": PastDeclaredSize,
+    "UploadComplete": UploadComplete,
+    "UploadIncomplete": UploadIncomplete,
+    "Sha256Mismatch": Sha256Mismatch,
+    "InvalidModel": InvalidModel,
+    "StoredModelCorrupt": StoredModelCorrupt,
+    "UnknownSession": UnknownSession,
+    "PositionMismatch": PositionMismatch,
+    "SessionsFull": SessionsFull,
+    "NoContext": NoContext,
+    "ContextFull": ContextFull,
+    "OutOfMemory": OutOfMemory,
+    "InstructionLimit": CallTooBig,
+}
+
+
+def _error(err: Any) -> CanisterError:
+    """The exception for an `Err` payload: text (the seed's methods) or an `Error` variant."""
+    if isinstance(err, str):
+        return CanisterError(err)
+    ((name, payload),) = err.items()
+    cls = ERROR_VARIANTS[name]
+    if payload is None:
+        return cls()
+    if isinstance(payload, dict):
+        return cls(**payload)
+    return cls(payload)
 
 
 # ---------------------------------------------------------------------- Candid types
 
-_UPLOAD_BEGIN = Types.Record({"size": Types.Nat64, "sha256": Types.Text})
-_UPLOAD_CHUNK = Types.Record({"offset": Types.Nat64, "data": Types.Vec(Types.Nat8)})
-_UPLOAD_STATE = Types.Record(
-    {
-        "received_bytes": Types.Nat64,
-        "declared_size": Types.Opt(Types.Nat64),
-        "declared_sha256": Types.Opt(Types.Text),
-        "sha256": Types.Opt(Types.Text),
-        "complete": Types.Bool,
-        "loaded": Types.Bool,
-    }
-)
-_LOAD_PROGRESS = Types.Record(
-    {
-        "loaded_tensors": Types.Nat32,
-        "total_tensors": Types.Nat32,
-        "loaded_bytes": Types.Nat64,
-        "total_bytes": Types.Nat64,
-        "done": Types.Bool,
-        "instructions": Types.Nat64,
-    }
-)
-_MODEL_CONFIG = Types.Record(
-    {
-        "n_layer": Types.Nat32,
-        "n_head": Types.Nat32,
-        "n_embd": Types.Nat32,
-        "n_inner": Types.Nat32,
-        "vocab_size": Types.Nat32,
-        "n_ctx": Types.Nat32,
-    }
-)
-_MODEL_INFO = Types.Record(
-    {
-        "loaded": Types.Bool,
-        "config": Types.Opt(_MODEL_CONFIG),
-        "dtype": Types.Opt(Types.Text),
-        "weights_heap_bytes": Types.Nat64,
-        "upload": _UPLOAD_STATE,
-        "loading": Types.Opt(_LOAD_PROGRESS),
-        "sessions": Types.Nat32,
-        "kv_bytes_reserved": Types.Nat64,
-        "kv_bytes_limit": Types.Nat64,
-    }
-)
-_SAMPLING = Types.Record(
-    {
-        "temperature": Types.Float32,
-        "top_k": Types.Nat32,
-        "top_p": Types.Float32,
-        "seed": Types.Nat64,
-    }
-)
-_SESSION_INFO = Types.Record(
-    {
-        "id": Types.Nat64,
-        "position": Types.Nat32,
-        "n_ctx": Types.Nat32,
-        "kv_bytes": Types.Nat64,
-        "sampling": _SAMPLING,
-        "tokens": Types.Vec(Types.Nat32),
-    }
-)
-_PREFILL_ARGS = Types.Record(
-    {
-        "session": Types.Nat64,
-        "position": Types.Nat32,
-        "tokens": Types.Vec(Types.Nat32),
-        "instruction_budget": Types.Opt(Types.Nat64),
-    }
-)
-_PREFILL_REPLY = Types.Record(
-    {"consumed": Types.Nat32, "position": Types.Nat32, "instructions": Types.Nat64}
-)
-_STOP_REASON = Types.Variant(
-    {
-        "MaxTokens": Types.Null,
-        "EndOfText": Types.Null,
-        "ContextFull": Types.Null,
-        "InstructionBudget": Types.Null,
-    }
-)
-_GENERATE_ARGS = Types.Record(
-    {
-        "session": Types.Nat64,
-        "position": Types.Nat32,
-        "max_tokens": Types.Nat32,
-        "instruction_budget": Types.Opt(Types.Nat64),
-        "sampling": Types.Opt(_SAMPLING),
-    }
-)
-_GENERATE_REPLY = Types.Record(
-    {
-        "tokens": Types.Vec(Types.Nat32),
-        "position": Types.Nat32,
-        "stop": _STOP_REASON,
-        "instructions": Types.Nat64,
-    }
-)
+
+@dataclass(frozen=True)
+class CandidInterface:
+    #: Method name -> the parsed `func` type (argument and result types, modes).
+    methods: dict[str, Any]
+    #: Type name -> type, for the named types of the `.did`.
+    types: dict[str, Any]
 
 
-def _result(ok: Any) -> Any:
-    return Types.Variant({"Ok": ok, "Err": Types.Text})
+@functools.cache
+def interface() -> CandidInterface:
+    """The canister's interface, parsed from its `.did` once."""
+    loader = DIDLoader()
+    service = loader.load_did_source(candid_interface())
+    return CandidInterface(methods=dict(service["methods"]), types=dict(loader.type_env))
 
 
 def _opt(value: Any) -> list[Any]:
@@ -140,6 +237,23 @@ def _unopt(value: list[Any]) -> Any:
 
 
 @dataclass(frozen=True)
+class StableDamage:
+    """What was wrong with the canister's stable memory when it last started (it came up
+    empty); `upload_clear` or a new upload acknowledges it."""
+
+    #: The `.did`'s `StableDamage` variant: "UnreadableRecord", "Truncated" or
+    #: "Sha256Mismatch".
+    kind: str
+    #: The variant's fields (e.g. `stable_bytes`, `needed_bytes` for "Truncated").
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def from_candid(v: dict[str, Any]) -> StableDamage:
+        ((kind, payload),) = v.items()
+        return StableDamage(kind, dict(payload) if payload else {})
+
+
+@dataclass(frozen=True)
 class UploadState:
     received_bytes: int
     declared_size: int | None
@@ -147,9 +261,11 @@ class UploadState:
     sha256: str | None
     complete: bool
     loaded: bool
+    damage: StableDamage | None = None
 
     @staticmethod
     def from_candid(v: dict[str, Any]) -> UploadState:
+        damage = _unopt(v["damage"])
         return UploadState(
             received_bytes=v["received_bytes"],
             declared_size=_unopt(v["declared_size"]),
@@ -157,6 +273,7 @@ class UploadState:
             sha256=_unopt(v["sha256"]),
             complete=v["complete"],
             loaded=v["loaded"],
+            damage=StableDamage.from_candid(damage) if damage else None,
         )
 
 
@@ -195,6 +312,8 @@ class ModelInfo:
     sessions: int
     kv_bytes_reserved: int
     kv_bytes_limit: int
+    #: The canister's cycle balance (0 in the embedded runtime, which holds no cycles).
+    cycles: int = 0
 
     @staticmethod
     def from_candid(v: dict[str, Any]) -> ModelInfo:
@@ -210,6 +329,7 @@ class ModelInfo:
             sessions=v["sessions"],
             kv_bytes_reserved=v["kv_bytes_reserved"],
             kv_bytes_limit=v["kv_bytes_limit"],
+            cycles=int(v["cycles"]),
         )
 
 
@@ -286,81 +406,70 @@ class Gpt2Canister:
 
     # -- plumbing
 
-    def _call(self, kind: str, method: str, args: list[tuple[Any, Any]], ret: Any) -> Any:
-        arg = encode([{"type": t, "value": v} for t, v in args])
-        call = self.backend.query if kind == "query" else self.backend.update
+    def _call(self, method: str, *args: Any) -> Any:
+        """Calls `method` with `args`, typed by the `.did`; returns the decoded result
+        (None for a method without one)."""
+        func = interface().methods[method]
+        arg = encode([{"type": t, "value": v} for t, v in zip(func.argTypes, args, strict=True)])
+        call = self.backend.query if "query" in func.modes else self.backend.update
         reply: Reply = call(method, arg)
-        if ret is None:
+        if not func.retTypes:
             return None
         try:
-            return decode(reply.data, ret)[0]["value"]
+            return decode(reply.data, func.retTypes)[0]["value"]
         except Exception as e:  # malformed replies come from a wrong canister, not the user
             raise BackendError(f"{method}: the canister's reply does not decode ({e})") from e
 
-    def _ok(self, kind: str, method: str, args: list[tuple[Any, Any]], ok: Any) -> Any:
-        value = self._call(kind, method, args, _result(ok))
+    def _ok(self, method: str, *args: Any) -> Any:
+        value = self._call(method, *args)
         if "Err" in value:
-            raise CanisterError(value["Err"])
+            raise _error(value["Err"])
         return value["Ok"]
 
     # -- upload
 
     def upload_begin(self, size: int, sha256: str) -> UploadState:
-        v = self._ok(
-            "update",
-            "upload_begin",
-            [(_UPLOAD_BEGIN, {"size": size, "sha256": sha256})],
-            _UPLOAD_STATE,
-        )
+        v = self._ok("upload_begin", {"size": size, "sha256": sha256})
         return UploadState.from_candid(v)
 
     def upload_chunk(self, offset: int, data: bytes) -> UploadState:
-        v = self._ok(
-            "update",
-            "upload_chunk",
-            [(_UPLOAD_CHUNK, {"offset": offset, "data": data})],
-            _UPLOAD_STATE,
-        )
+        v = self._ok("upload_chunk", {"offset": offset, "data": data})
         return UploadState.from_candid(v)
 
     def upload_finalize(self) -> UploadState:
-        return UploadState.from_candid(self._ok("update", "upload_finalize", [], _UPLOAD_STATE))
+        return UploadState.from_candid(self._ok("upload_finalize"))
 
     def upload_state(self) -> UploadState:
-        return UploadState.from_candid(self._call("query", "upload_state", [], _UPLOAD_STATE))
+        return UploadState.from_candid(self._call("upload_state"))
 
     def upload_clear(self) -> None:
-        self._ok("update", "upload_clear", [], Types.Null)
+        """Forgets the upload and unloads the model (controllers only)."""
+        self._ok("upload_clear")
 
     # -- model
 
     def load_model(self) -> LoadProgress:
-        return LoadProgress.from_candid(self._ok("update", "load_model", [], _LOAD_PROGRESS))
+        return LoadProgress.from_candid(self._ok("load_model"))
 
     def model_info(self) -> ModelInfo:
-        return ModelInfo.from_candid(self._call("query", "model_info", [], _MODEL_INFO))
+        return ModelInfo.from_candid(self._call("model_info"))
 
     # -- sessions
 
     def session_create(self, sampling: Sampling) -> SessionInfo:
-        v = self._ok("update", "session_create", [(_SAMPLING, sampling.to_candid())], _SESSION_INFO)
-        return SessionInfo.from_candid(v)
+        return SessionInfo.from_candid(self._ok("session_create", sampling.to_candid()))
 
     def session_info(self, session: int) -> SessionInfo:
-        v = self._ok("query", "session_info", [(Types.Nat64, session)], _SESSION_INFO)
-        return SessionInfo.from_candid(v)
+        return SessionInfo.from_candid(self._ok("session_info", session))
+
+    def session_list(self) -> list[SessionInfo]:
+        return [SessionInfo.from_candid(v) for v in self._call("session_list")]
 
     def session_truncate(self, session: int, position: int) -> SessionInfo:
-        v = self._ok(
-            "update",
-            "session_truncate",
-            [(Types.Nat64, session), (Types.Nat32, position)],
-            _SESSION_INFO,
-        )
-        return SessionInfo.from_candid(v)
+        return SessionInfo.from_candid(self._ok("session_truncate", session, position))
 
     def session_delete(self, session: int) -> None:
-        self._ok("update", "session_delete", [(Types.Nat64, session)], Types.Null)
+        self._ok("session_delete", session)
 
     def session_prefill(
         self, session: int, position: int, tokens: list[int], budget: int | None = None
@@ -371,8 +480,7 @@ class Gpt2Canister:
             "tokens": tokens,
             "instruction_budget": _opt(budget),
         }
-        v = self._ok("update", "session_prefill", [(_PREFILL_ARGS, args)], _PREFILL_REPLY)
-        return PrefillReply(**v)
+        return PrefillReply(**self._ok("session_prefill", args))
 
     def session_generate(
         self,
@@ -389,32 +497,26 @@ class Gpt2Canister:
             "instruction_budget": _opt(budget),
             "sampling": _opt(sampling.to_candid() if sampling else None),
         }
-        v = self._ok("update", "session_generate", [(_GENERATE_ARGS, args)], _GENERATE_REPLY)
+        v = self._ok("session_generate", args)
         (stop,) = v["stop"].keys()
         return GenerateReply(list(v["tokens"]), v["position"], stop, v["instructions"])
 
     # -- the seed's methods
 
     def upload_model_bytes_chunks(self, data: bytes) -> None:
-        self._call("update", "upload_model_bytes_chunks", [(Types.Vec(Types.Nat8), data)], None)
+        self._call("upload_model_bytes_chunks", data)
 
     def upload_wasm_ref_cell_length(self) -> int:
-        return int(self._call("query", "upload_wasm_ref_cell_length", [], Types.Nat64))
+        return int(self._call("upload_wasm_ref_cell_length"))
 
     def upload_wasm_ref_cell_to_stable(self) -> None:
-        self._call("update", "upload_wasm_ref_cell_to_stable", [], None)
+        self._call("upload_wasm_ref_cell_to_stable")
 
     def upload_wasm_ref_cell_clear(self) -> None:
-        self._call("update", "upload_wasm_ref_cell_clear", [], None)
+        self._call("upload_wasm_ref_cell_clear")
 
     def setup_model(self) -> LoadProgress:
-        return LoadProgress.from_candid(self._ok("update", "setup_model", [], _LOAD_PROGRESS))
+        return LoadProgress.from_candid(self._ok("setup_model"))
 
     def model_inference(self, max_new_tokens: int, prompt: list[int]) -> list[int]:
-        v = self._ok(
-            "update",
-            "model_inference",
-            [(Types.Nat8, max_new_tokens), (Types.Vec(Types.Int64), prompt)],
-            Types.Vec(Types.Int64),
-        )
-        return list(v)
+        return list(self._ok("model_inference", max_new_tokens, prompt))

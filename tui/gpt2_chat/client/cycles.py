@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpt2_chat.client.canister import ModelConfig
+from gpt2_chat.client.canister import ModelConfig, ModelInfo
 
 #: Where the fees below come from, for reports that cite them.
 FEE_SCHEDULE = (
@@ -95,3 +95,9 @@ LOW_BALANCE_CALLS = 100
 def balance_is_low(balance: int, cycles_per_call: int) -> bool:
     """Whether `balance` cycles would not pay for the next LOW_BALANCE_CALLS calls."""
     return balance < LOW_BALANCE_CALLS * cycles_per_call
+
+
+def shown_balance(info: ModelInfo | None, embedded: bool) -> int | None:
+    """The canister's cycle balance worth showing: none from the embedded runtime, which
+    holds no cycles (its canister reports 0 there)."""
+    return None if embedded or info is None else info.cycles

@@ -12,10 +12,23 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gpt2_chat.client.canister import CanisterError, Gpt2Canister, LoadProgress, UploadState
+from gpt2_chat.client.canister import (
+    ChunkMismatch,
+    Gpt2Canister,
+    LoadProgress,
+    PastDeclaredSize,
+    Sha256Mismatch,
+    StoredModelCorrupt,
+    UploadGap,
+    UploadState,
+)
+
+#: Refusals meaning the canister's stored bytes can never become this file (another file's
+#: bytes were appended, or stable memory was damaged): the upload starts over.
+UNRECOVERABLE_UPLOAD = (ChunkMismatch, PastDeclaredSize, Sha256Mismatch, StoredModelCorrupt)
 
 
 class UploadCancelled(Exception):
@@ -24,7 +37,8 @@ class UploadCancelled(Exception):
 
 @dataclass(frozen=True)
 class Progress:
-    #: "hash", "upload", "finalize" or "load".
+    #: "hash", "upload", "finalize", "load", or "restart" (the canister's bytes could not
+    #: become the file: they were cleared and the upload starts over).
     phase: str
     done: int
     total: int
@@ -47,6 +61,9 @@ class UploadResult:
     #: The file was already complete on the canister.
     already_uploaded: bool
     load: LoadProgress | None
+    #: The canister held bytes that could not become this file; they were cleared and the
+    #: file sent again from the start.
+    restarted: bool = False
 
 
 ProgressFn = Callable[[Progress], None]
@@ -76,24 +93,48 @@ def upload_model(
 ) -> UploadResult:
     """Uploads `path` (resuming what the canister already has), verifies it, loads it.
     `sha256` spares hashing the file again when the caller already has its digest (the
-    canister checks the upload against it either way)."""
+    canister checks the upload against it either way). When the canister's bytes cannot
+    become this file, it clears them and starts over once (`UploadResult.restarted`)."""
     report = progress or (lambda _p: None)
     size = path.stat().st_size
     sha = sha256 or file_sha256(path, report)
-    state = canister.upload_state()
-    already = state.complete and state.sha256 == sha
-    if not already and (state.declared_sha256 != sha or state.declared_size != size):
-        state = canister.upload_begin(size, sha)
-    resumed_from = size if already else state.received_bytes
-    if not already:
-        _send_chunks(canister, path, state, size, report, cancel, in_flight)
-        report(Progress("finalize", 0, 1))
-        canister.upload_finalize()
-        report(Progress("finalize", 1, 1))
-    result: LoadProgress | None = None
-    if load and not canister.upload_state().loaded:
-        result = load_model(canister, report, cancel)
-    return UploadResult(size, sha, resumed_from, already, result)
+    send = _Send(canister, path, size, sha, report, cancel, in_flight)
+    try:
+        return send.upload_and_load(load)
+    except UNRECOVERABLE_UPLOAD:
+        report(Progress("restart", 0, size))
+        canister.upload_clear()
+        return replace(send.upload_and_load(load), restarted=True)
+
+
+@dataclass(frozen=True)
+class _Send:
+    canister: Gpt2Canister
+    path: Path
+    size: int
+    sha256: str
+    report: ProgressFn
+    cancel: threading.Event | None
+    in_flight: int
+
+    def upload_and_load(self, load: bool) -> UploadResult:
+        c = self.canister
+        state = c.upload_state()
+        already = state.complete and state.sha256 == self.sha256
+        if not already and (
+            state.declared_sha256 != self.sha256 or state.declared_size != self.size
+        ):
+            state = c.upload_begin(self.size, self.sha256)
+        resumed_from = self.size if already else state.received_bytes
+        if not already:
+            _send_chunks(c, self.path, state, self.size, self.report, self.cancel, self.in_flight)
+            self.report(Progress("finalize", 0, 1))
+            c.upload_finalize()
+            self.report(Progress("finalize", 1, 1))
+        result: LoadProgress | None = None
+        if load and not c.upload_state().loaded:
+            result = load_model(c, self.report, self.cancel)
+        return UploadResult(self.size, self.sha256, resumed_from, already, result)
 
 
 def load_model(
@@ -142,8 +183,8 @@ def _send_chunks(
             try:
                 canister.upload_chunk(offset, data)
                 break
-            except CanisterError as e:
-                if "leaves a gap" not in str(e) or attempt == 199:
+            except UploadGap:
+                if attempt == 199:
                     raise
                 time.sleep(0.05)
         with lock:

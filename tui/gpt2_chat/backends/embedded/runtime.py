@@ -427,6 +427,11 @@ class EmbeddedCanister:
             self._charge(fee["time"])
             return time.time_ns()
 
+        def cycle_balance128(c: wasmtime.Caller, dst: int) -> None:
+            # The embedded runtime holds no cycles (nothing is charged for): the balance is 0.
+            self._charge(fee["canister_cycle_balance128"])
+            mem_write(c, dst, (0).to_bytes(16, "little"))
+
         def is_controller(c: wasmtime.Caller, src: int, size: int) -> int:
             self._charge(fee["is_controller"] + size)
             return int(mem_read(c, src, size) in self.controllers)
@@ -481,6 +486,7 @@ class EmbeddedCanister:
             ("ic0", "performance_counter"): ("i", "I", performance_counter),
             ("ic0", "time"): ("", "I", now),
             ("ic0", "is_controller"): ("ii", "i", is_controller),
+            ("ic0", "canister_cycle_balance128"): ("i", "", cycle_balance128),
             ("ic0", "stable64_size"): ("", "I", stable_size),
             ("ic0", "stable64_grow"): ("I", "I", stable_grow),
             ("ic0", "stable64_read"): ("III", "", stable_read),
