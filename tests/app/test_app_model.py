@@ -218,3 +218,46 @@ def test_prepare_from_a_checkpoint_dir_then_from_an_unreachable_hub(workdir: Pat
             assert "Traceback" not in errors[0]
 
     run(scenario())
+
+
+def footer_keys(app: RecordingApp) -> set[str]:
+    """The actions the footer offers now."""
+    return {
+        binding.action
+        for (_node, binding, enabled, _tooltip) in app.screen.active_bindings.values()
+        if binding.show and enabled
+    }
+
+
+def test_buttons_leave_the_focus_on_a_live_control(
+    local_model: Path, chunk_gate: Callable[[int], ChunkGate]
+) -> None:
+    gate = chunk_gate(3)
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            await pilot.press("f2")
+            app.query_one("#model-path", Input).value = local_model.name
+            await pilot.click("#upload")
+            await wait_for(pilot, gate.reached.is_set, "the upload to start")
+            # The pressed button is disabled now: the focus went to Pause, and the tab's
+            # keys are all in the footer.
+            assert app.focused is app.query_one("#pause", Button)
+            assert {"pause", "browse", "refresh"} <= footer_keys(app)
+            await pilot.press("ctrl+o")
+            assert app.query_one("#file-tree").display
+            await pilot.press("ctrl+o")
+            await pilot.press("ctrl+r")
+            app.query_one("#pause", Button).focus()
+            await pilot.press("escape")
+            gate.release.set()
+            await wait_for(pilot, lambda: not app.model_view.uploading, "the upload to pause")
+            assert any("paused" in m for m in app.messages())
+            # Pause is disabled in turn: Resume has the focus.
+            resume = app.query_one("#upload", Button)
+            assert str(resume.label) == "Resume" and app.focused is resume
+            assert {"browse", "refresh"} <= footer_keys(app)
+
+    run(scenario())

@@ -136,11 +136,18 @@ class UploadPanel(Pane):
         self._text("canister-sha", f"sha256 {short_sha(sha)}" if sha else "")
         busy = self.uploading
         upload = self.query_one("#upload", Button)
+        pause = self.query_one("#pause", Button)
+        focused = self.screen.focused
         upload.label = "Resume" if state == "partial" else "Upload"
         upload.disabled = busy or not connected
-        self.query_one("#pause", Button).disabled = not busy
+        pause.disabled = not busy
         self.query_one("#cancel", Button).disabled = not (busy or state == "partial")
         self.query_one("#load", Button).disabled = busy or state != "complete"
+        if isinstance(focused, Button) and focused.disabled and focused in self.query(Button):
+            # Disabling the pressed button took the focus away, and with it the tab's
+            # keys (Esc, Ctrl+O, Ctrl+R): hand it to the control that is live now.
+            target = pause if busy else upload
+            (target if not target.disabled else self.query_one("#model-path", Input)).focus()
         if not busy:
             self._show_canister_progress(info if connected else None)
         self._show_file_info()
