@@ -4,11 +4,14 @@ a restart), cancel, prepare, and the canister state it shows."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from textual.widgets import Button, Input, ProgressBar
 
+from gpt2_chat.client.canister import Gpt2Canister, LoadProgress
 from tests.app.helpers import CHUNK, ChunkGate, RecordingApp, connected, run, shown, wait_for
 
 SIZE = (100, 30)
@@ -261,3 +264,95 @@ def test_buttons_leave_the_focus_on_a_live_control(
             assert {"browse", "refresh"} <= footer_keys(app)
 
     run(scenario())
+
+
+def test_the_canister_line_says_what_is_true_during_an_upload(
+    loaded: Path, workdir: Path, chunk_gate: Callable[[int], ChunkGate]
+) -> None:
+    other = workdir / "other.safetensors"
+    other.write_bytes(bytes(range(256)) * 4096)  # 1 MB: a different file goes up
+    gate = chunk_gate(3)
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            await choose_and_upload(pilot, app, other.name)
+            await wait_for(pilot, gate.reached.is_set, "the upload to start")
+            # upload_begin unloaded the old model: neither line may still claim it.
+            await wait_for(
+                pilot,
+                lambda: shown(app, "#canister-state") == "uploading, no model loaded",
+                "the canister line to follow the upload",
+            )
+            await wait_for(
+                pilot,
+                lambda: "loaded" not in shown(app, "#connection-bar"),
+                "the connection bar to drop the old model",
+            )
+            await pilot.press("escape")
+            gate.release.set()
+            await wait_for(pilot, lambda: not app.model_view.uploading, "the upload to pause")
+            await wait_for(
+                pilot, lambda: "partial" in shown(app, "#canister-state"), "the partial state"
+            )
+
+    run(scenario())
+
+
+class LoadGate:
+    """load_model answers `steps` partial loads (a third each) before the real call, and
+    holds each of those calls until the test releases it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, steps: int = 2) -> None:
+        self.calls = 0
+        self.reached = [threading.Event() for _ in range(steps)]
+        self.release = [threading.Event() for _ in range(steps)]
+        real = Gpt2Canister.load_model
+
+        def load_model(canister: Gpt2Canister) -> LoadProgress:
+            call, self.calls = self.calls, self.calls + 1
+            if call >= steps:
+                return real(canister)
+            self.reached[call].set()
+            if not self.release[call].wait(20):
+                raise AssertionError("the test never released the load")
+            done = 1_000_000 * (call + 1)
+            return LoadProgress(call + 1, 3, done, 3_000_000, False, 0)
+
+        monkeypatch.setattr(Gpt2Canister, "load_model", load_model)
+
+    def release_all(self) -> None:
+        for event in self.release:
+            event.set()
+
+
+def test_the_load_bar_moves_with_each_load_call(
+    local_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = LoadGate(monkeypatch)
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            await choose_and_upload(pilot, app, local_model.name)
+            await wait_for(pilot, gate.reached[0].is_set, "the first load call")
+            bar = app.query_one("#load-bar", ProgressBar)
+            # Nothing is known before the first call returns: the bar pulses.
+            await wait_for(pilot, lambda: bar.total is None, "a pulsing load bar")
+            assert shown(app, "#load-text") == "loading: call 1…"
+            gate.release[0].set()
+            await wait_for(pilot, gate.reached[1].is_set, "the second load call")
+            await wait_for(pilot, lambda: bar.total == 3_000_000, "the first call's progress")
+            assert bar.progress == 1_000_000
+            assert shown(app, "#load-text") == "1.0/3.0 MB · call 2…"
+            gate.release[1].set()
+            await wait_for(pilot, lambda: not app.model_view.uploading, "the load to end")
+            assert bar.percentage == 1 and shown(app, "#load-text") == "loaded"
+            assert gate.calls == 3
+
+    try:
+        run(scenario())
+    finally:
+        gate.release_all()  # a failed test leaves no worker waiting

@@ -14,7 +14,7 @@ from textual.containers import Horizontal
 from textual.reactive import reactive
 from textual.widgets import Button, DirectoryTree, Input, Label, ProgressBar
 
-from gpt2_chat.client.canister import ModelInfo
+from gpt2_chat.client.canister import Gpt2Canister, ModelInfo
 from gpt2_chat.client.upload import (
     Progress,
     UploadCancelled,
@@ -30,6 +30,14 @@ from .file_browser import SafetensorsTree
 from .fmt import count, duration, mb, short_path, short_sha
 from .store import load_recent, save_recent
 from .widgets import OneLine, Pane, SectionTitle
+
+#: What the canister holds while this app is busy with it, by phase: upload_begin has
+#: already dropped any model it had loaded.
+BUSY_STATE = {
+    "upload": "uploading, no model loaded",
+    "finalize": "verifying the upload, no model loaded",
+    "load": "loading the model: usable once it is loaded",
+}
 
 
 def canister_state(info: ModelInfo | None) -> tuple[str, str]:
@@ -81,6 +89,8 @@ class UploadPanel(Pane):
         self._progress_lock = threading.Lock()
         self._latest: Progress | None = None
         self._flush_pending = False
+        #: The phase of the upload or load running now (None: none, or still hashing).
+        self._phase: str | None = None
 
     def compose(self) -> ComposeResult:
         yield SectionTitle("Canister", classes="-first")
@@ -129,6 +139,8 @@ class UploadPanel(Pane):
         info = app.model_info
         connected = app.connection is not None
         state, line = canister_state(info) if connected else ("unknown", "not connected")
+        if self.uploading and self._phase in BUSY_STATE:
+            line = BUSY_STATE[self._phase]
         self._text("canister-state", line)
         sha = None
         if info is not None:
@@ -294,6 +306,7 @@ class UploadPanel(Pane):
         self.query_one("#load-bar", ProgressBar).update(total=1, progress=0)
         self._text("upload-text", "starting…")
         self._text("load-text", "")
+        self._phase = None
         self.uploading = True
         self._upload(connection, path, self._cancel, self._known_sha256(path))
 
@@ -318,8 +331,8 @@ class UploadPanel(Pane):
             return
         self._cancel = threading.Event()
         self._discard = False
+        self._phase = None
         self.uploading = True
-        self._text("load-text", "loading…")
         self._load(connection, self._cancel)
 
     # ------------------------------------------------------------------ workers
@@ -356,8 +369,12 @@ class UploadPanel(Pane):
     def _upload(
         self, connection: Connection, path: Path, cancel: threading.Event, sha256: str | None
     ) -> None:
+        canister = connection.canister
         try:
-            result = upload_model(connection.canister, path, self._progress, cancel, sha256=sha256)
+            result = upload_model(canister, path, self._progress, cancel, sha256=sha256, load=False)
+            loaded = canister.upload_state().loaded
+            if not loaded:
+                self._load_calls(canister, cancel)
         except UploadCancelled:
             discarded = False
             if self._discard:
@@ -372,12 +389,12 @@ class UploadPanel(Pane):
         except EXPECTED_ERRORS as e:
             self.later(self._upload_failed, e)
         else:
-            self.later(self._uploaded, path, result)
+            self.later(self._uploaded, path, result, not loaded)
 
     @work(thread=True, exclusive=True, group="upload")
     def _load(self, connection: Connection, cancel: threading.Event) -> None:
         try:
-            load_model(connection.canister, self._progress, cancel)
+            self._load_calls(connection.canister, cancel)
         except UploadCancelled:
             self.later(self._upload_stopped, False)
         except ConnectionClosed:
@@ -386,6 +403,20 @@ class UploadPanel(Pane):
             self.later(self._upload_failed, e)
         else:
             self.later(self._loaded)
+
+    def _load_calls(self, canister: Gpt2Canister, cancel: threading.Event) -> None:
+        """Loads the uploaded model (worker thread). A call can take many seconds and only
+        its answer says how far it got: the bar pulses until the first one returns, then
+        moves with each."""
+        calls = 0
+
+        def report(p: Progress) -> None:
+            nonlocal calls
+            calls += 1
+            self.later(self._show_load, p, calls + 1)
+
+        self.later(self._show_load, None, 1)
+        load_model(canister, report, cancel)
 
     @work(thread=True, exclusive=True, group="upload")
     def _discard_partial(self, connection: Connection) -> None:
@@ -399,9 +430,20 @@ class UploadPanel(Pane):
 
     # ------------------------------------------------------------------ on the UI thread
 
+    def _enter_phase(self, phase: str) -> None:
+        if phase == self._phase:
+            return
+        self._phase = phase
+        if phase == "upload":
+            # upload_begin dropped the canister's model: the app's lines must say so.
+            self.gpt2_app.refresh_model_info()
+        self._sync()
+
     def _show_progress(self, p: Progress) -> None:
         if not self.uploading:
             return
+        if p.phase in BUSY_STATE:
+            self._enter_phase(p.phase)
         if p.phase in ("hash", "upload"):
             self.query_one("#upload-bar", ProgressBar).update(total=p.total, progress=p.done)
         if p.phase == "hash":
@@ -415,11 +457,21 @@ class UploadPanel(Pane):
             bar = self.query_one("#upload-bar", ProgressBar)
             bar.update(total=bar.total or 1, progress=bar.total or 1)
             self._text("upload-text", "verifying sha256…" if p.done < p.total else "verified")
-        elif p.phase == "load":
-            self.query_one("#load-bar", ProgressBar).update(total=p.total, progress=p.done)
-            self._text("load-text", f"{p.done / 1e6:.1f}/{mb(p.total)}")
 
-    def _uploaded(self, path: Path, result: UploadResult) -> None:
+    def _show_load(self, p: Progress | None, next_call: int) -> None:
+        """`p`: what the last load call said (None: none returned yet)."""
+        if not self.uploading:
+            return
+        self._enter_phase("load")
+        bar = self.query_one("#load-bar", ProgressBar)
+        if p is None:
+            bar.update(total=None)
+            self._text("load-text", f"loading: call {next_call}…")
+        elif p.total and p.done < p.total:
+            bar.update(total=p.total, progress=p.done)
+            self._text("load-text", f"{p.done / 1e6:.1f}/{mb(p.total)} · call {next_call}…")
+
+    def _uploaded(self, path: Path, result: UploadResult, loaded_now: bool) -> None:
         self.uploading = False
         self._facts = FileFacts(path, result.size, path.stat().st_mtime, result.sha256)
         if result.already_uploaded:
@@ -431,7 +483,7 @@ class UploadPanel(Pane):
         upload_bar = self.query_one("#upload-bar", ProgressBar)
         upload_bar.update(total=result.size, progress=result.size)
         self._text("upload-text", message.lower() if message[0] == "A" else message)
-        if result.load is not None:
+        if loaded_now:
             self._finish_load_bar()
             message += "; model loaded"
         self.app.notify(message, title="Model", timeout=5)
@@ -445,7 +497,8 @@ class UploadPanel(Pane):
 
     def _finish_load_bar(self) -> None:
         bar = self.query_one("#load-bar", ProgressBar)
-        bar.update(total=bar.total or 1, progress=bar.total or 1)
+        total = bar.total or 1
+        bar.update(total=total, progress=total)
         self._text("load-text", "loaded")
 
     def _upload_stopped(self, discarded: bool) -> None:
