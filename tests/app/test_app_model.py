@@ -3,16 +3,23 @@ a restart), cancel, prepare, and the canister state it shows."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from textual.pilot import Pilot
 from textual.widgets import Button, Input, ProgressBar
 
+from gpt2_chat.app.confirm import ConfirmScreen
 from gpt2_chat.client.canister import Gpt2Canister, LoadProgress
+from gpt2_chat.connect import open_backend
+from gpt2_chat.settings import Settings
 from tests.app.helpers import CHUNK, ChunkGate, RecordingApp, connected, run, shown, wait_for
+from tests.app.test_app_snapshots import before
 
 SIZE = (100, 30)
 
@@ -141,6 +148,8 @@ def test_cancel_discards_the_partial_upload(
             await choose_and_upload(pilot, app, local_model.name)
             await wait_for(pilot, gate.reached.is_set, "the upload to start")
             await pilot.click("#cancel")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            await pilot.press("y")
             gate.release.set()
             await wait_for(pilot, lambda: not app.model_view.uploading, "the upload to stop")
             await wait_for(
@@ -356,3 +365,70 @@ def test_the_load_bar_moves_with_each_load_call(
         run(scenario())
     finally:
         gate.release_all()  # a failed test leaves no worker waiting
+
+
+def test_cancel_after_a_pause_asks_then_says_what_happened(
+    local_model: Path, chunk_gate: Callable[[int], ChunkGate]
+) -> None:
+    gate = chunk_gate(3)
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            await choose_and_upload(pilot, app, local_model.name)
+            await wait_for(pilot, gate.reached.is_set, "the upload to start")
+            await pilot.press("escape")
+            gate.release.set()
+            await wait_for(pilot, lambda: not app.model_view.uploading, "the upload to pause")
+            await wait_for(
+                pilot, lambda: "partial" in shown(app, "#canister-state"), "the partial state"
+            )
+            assert shown(app, "#upload-text").startswith("paused")
+
+            await pilot.click("#cancel")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            assert "(0.3 MB of 3.3 MB)" in str(app.screen.query_one("#question").render())
+            await pilot.press("escape")  # no: nothing is discarded
+            await pilot.pause()
+            assert not isinstance(app.screen, ConfirmScreen)
+            app.refresh_model_info()
+            await pilot.pause(0.2)
+            assert "partial" in shown(app, "#canister-state")
+
+            await pilot.click("#cancel")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+            await pilot.press("y")
+            await wait_for(
+                pilot, lambda: "empty" in shown(app, "#canister-state"), "an empty canister"
+            )
+            assert shown(app, "#upload-text") == "cancelled: the partial upload was discarded"
+            assert app.query_one("#upload-bar", ProgressBar).progress == 0
+            assert app.focused is app.query_one("#upload", Button)
+
+    run(scenario())
+
+
+def test_cancel_question_snapshot(
+    snap_compare: Callable[..., bool], local_model: Path, workdir: Path
+) -> None:
+    data = local_model.read_bytes()
+    backend = open_backend(Settings(state_dir=str(workdir / "state")))
+    try:
+        canister = Gpt2Canister(backend)
+        canister.upload_begin(len(data), hashlib.sha256(data).hexdigest())
+        for offset in range(0, 16 * CHUNK, CHUNK):
+            canister.upload_chunk(offset, data[offset : offset + CHUNK])
+    finally:
+        backend.close()
+
+    async def steps(pilot: Pilot[Any], app: RecordingApp) -> None:
+        await pilot.press("f2")
+        app.query_one("#model-path", Input).value = local_model.name
+        await wait_for(pilot, lambda: "resumes at" in shown(app, "#file-info"), "the match")
+        for widget in app.query(Input):  # the screen under the question does not blink
+            widget.cursor_blink = False
+        app.model_view.action_cancel()
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+
+    assert snap_compare(RecordingApp(), terminal_size=(80, 24), run_before=before(steps))

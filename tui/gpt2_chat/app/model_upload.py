@@ -25,6 +25,7 @@ from gpt2_chat.client.upload import (
 )
 from gpt2_chat.errors import EXPECTED_ERRORS
 
+from .confirm import ConfirmScreen
 from .connection import Connection, ConnectionClosed
 from .file_browser import SafetensorsTree
 from .fmt import count, duration, mb, short_path, short_sha
@@ -316,6 +317,24 @@ class UploadPanel(Pane):
             self._text("upload-text", "pausing after the chunks in flight…")
 
     def action_cancel(self) -> None:
+        """Asks first: a discarded upload (hundreds of MB, perhaps) goes up from the start
+        next time."""
+        up = self.gpt2_app.model_info.upload if self.gpt2_app.model_info else None
+        if self.uploading:
+            question = "Stop the upload and discard what the canister has received?"
+        elif up is not None and up.declared_size:
+            question = (
+                f"Discard the canister's partial upload "
+                f"({mb(up.received_bytes)} of {mb(up.declared_size)})?"
+            )
+        else:
+            return
+        question += " It cannot be resumed: the file would go up again from the start."
+        self.app.push_screen(ConfirmScreen(question, yes="Discard"), self._cancel_answered)
+
+    def _cancel_answered(self, discard: bool | None) -> None:
+        if not discard:
+            return
         if self.uploading and self._cancel is not None:
             self._discard = True
             self._cancel.set()
@@ -425,8 +444,7 @@ class UploadPanel(Pane):
         except EXPECTED_ERRORS as e:
             self.report(e)
             return
-        self.app.notify("Discarded the canister's partial upload", timeout=4)
-        self.later(self.gpt2_app.refresh_model_info)
+        self.later(self._upload_stopped, True)
 
     # ------------------------------------------------------------------ on the UI thread
 
