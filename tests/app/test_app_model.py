@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Button, Input, ProgressBar
+from textual.widgets import Button, DirectoryTree, Input, ProgressBar
 
 from gpt2_chat.app.confirm import ConfirmScreen
 from gpt2_chat.client.canister import Gpt2Canister, LoadProgress
@@ -193,11 +194,57 @@ def test_browse_picks_a_file(local_model: Path) -> None:
                 lambda: app.query_one("#model-path", Input).value == local_model.name,
                 "the path to be filled in",
             )
-            assert not app.query_one("#file-tree").display
+            assert not app.query_one("#browser").display
             await wait_for(
                 pilot, lambda: "sha256" in shown(app, "#file-info"), "size and sha256 shown"
             )
             assert shown(app, "#file-info").startswith(f"{local_model.stat().st_size:,} bytes")
+
+    run(scenario())
+
+
+def test_browse_starts_at_the_models_and_goes_anywhere(local_model: Path, workdir: Path) -> None:
+    (workdir / "models").mkdir()
+    shutil.copyfile(local_model, workdir / "models" / "demo.safetensors")
+    (workdir / "elsewhere").mkdir()
+    shutil.copyfile(local_model, workdir / "elsewhere" / "far.safetensors")
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            await pilot.press("f2", "ctrl+o")
+            tree = app.query_one("#file-tree", DirectoryTree)
+            assert tree.has_focus
+            # Where Prepare writes its models.
+            assert Path(tree.path).resolve() == (workdir / "models").resolve()
+            await wait_for(pilot, lambda: tree.root.children, "the tree to load")
+            assert [n.data.path.name for n in tree.root.children] == ["demo.safetensors"]  # type: ignore[union-attr]
+            await pilot.press("backspace")  # one folder up, from the tree
+            await wait_for(
+                pilot, lambda: Path(tree.path).resolve() == workdir.resolve(), "the parent"
+            )
+            await pilot.click("#browse-up")  # and above the working directory
+            await wait_for(
+                pilot, lambda: Path(tree.path).resolve() == workdir.parent.resolve(), "above"
+            )
+            folder = app.query_one("#browse-dir", Input)
+            folder.value = str(workdir / "elsewhere")
+            folder.focus()
+            await pilot.press("enter")
+            await wait_for(
+                pilot,
+                lambda: Path(tree.path).resolve() == (workdir / "elsewhere").resolve(),
+                "the typed folder",
+            )
+            assert tree.has_focus
+            await wait_for(pilot, lambda: tree.root.children, "the tree to load")
+            await pilot.press("down", "enter")
+            await wait_for(
+                pilot,
+                lambda: app.query_one("#model-path", Input).value == "elsewhere/far.safetensors",
+                "the path to be filled in",
+            )
 
     run(scenario())
 
@@ -259,8 +306,9 @@ def test_buttons_leave_the_focus_on_a_live_control(
             assert app.focused is app.query_one("#pause", Button)
             assert {"pause", "browse", "refresh"} <= footer_keys(app)
             await pilot.press("ctrl+o")
-            assert app.query_one("#file-tree").display
+            assert app.query_one("#browser").display
             await pilot.press("ctrl+o")
+            assert not app.query_one("#browser").display
             await pilot.press("ctrl+r")
             app.query_one("#pause", Button).focus()
             await pilot.press("escape")

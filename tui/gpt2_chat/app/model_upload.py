@@ -12,7 +12,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.reactive import reactive
-from textual.widgets import Button, DirectoryTree, Input, Label, ProgressBar
+from textual.widgets import Button, Input, Label, ProgressBar
 
 from gpt2_chat.client.canister import Gpt2Canister, ModelInfo
 from gpt2_chat.client.upload import (
@@ -27,8 +27,9 @@ from gpt2_chat.errors import EXPECTED_ERRORS
 
 from .confirm import ConfirmScreen
 from .connection import Connection, ConnectionClosed
-from .file_browser import SafetensorsTree
+from .file_browser import FileBrowser
 from .fmt import count, duration, mb, short_path, short_sha
+from .model_prepare import models_dir
 from .store import load_recent, save_recent
 from .widgets import OneLine, Pane, SectionTitle
 
@@ -105,7 +106,9 @@ class UploadPanel(Pane):
                 compact=True,
             )
             yield Button("Browse", id="browse", compact=True)
-        yield SafetensorsTree(Path.cwd(), id="file-tree", classes="hidden")
+        # Where Prepare writes models, once there are any.
+        models = models_dir(self.gpt2_app.settings)
+        yield FileBrowser(models if models.is_dir() else Path.cwd(), id="browser", classes="hidden")
         yield OneLine(id="file-info")
         with Horizontal(classes="row buttons"):
             yield Button("Upload", id="upload", variant="primary", compact=True)
@@ -265,19 +268,19 @@ class UploadPanel(Pane):
             action()
 
     def action_browse(self) -> None:
-        tree = self.query_one("#file-tree", SafetensorsTree)
-        tree.toggle_class("hidden")
-        if tree.has_class("hidden"):
+        browser = self.query_one(FileBrowser)
+        browser.toggle_class("hidden")
+        if browser.has_class("hidden"):
             self.query_one("#model-path", Input).focus()
         else:
-            tree.focus()
+            browser.focus_tree()
 
-    @on(DirectoryTree.FileSelected, "#file-tree")
-    def _file_selected(self, event: DirectoryTree.FileSelected) -> None:
+    @on(FileBrowser.Picked)
+    def _file_picked(self, event: FileBrowser.Picked) -> None:
         event.stop()
         path_input = self.query_one("#model-path", Input)
         path_input.value = short_path(event.path)
-        self.query_one("#file-tree").add_class("hidden")
+        self.query_one(FileBrowser).add_class("hidden")
         path_input.focus()
 
     def _connection(self) -> Connection | None:
