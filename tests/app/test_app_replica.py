@@ -4,10 +4,15 @@ that is not there is one clear error."""
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
 
+import pytest
+from icp_identity.identity import Identity
 from textual.widgets import Button, Log, Select
 
+from gpt2_chat.app import Gpt2ChatApp
 from tests.app.helpers import RecordingApp, connected, run, shown, wait_for
 
 SIZE = (100, 30)
@@ -108,3 +113,53 @@ def test_commands_run_and_land_in_the_log(workdir: Path, no_dfx: Path) -> None:
             assert app.messages("error") == []
 
     run(scenario())
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _replica_start(
+    workdir: Path, way: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Gpt2ChatApp, str]:
+    """The app pointed at a replica (nothing listens there) in one of the three ways."""
+    url = _closed_port_url()
+    pem = workdir / "me.pem"
+    pem.write_bytes(Identity().to_pem())
+    values = {"network": url, "canister": "aaaaa-aa", "identity": str(pem)}
+    if way == "flags":
+        return Gpt2ChatApp(flags=values), url
+    if way == "environment":
+        for name, value in values.items():
+            monkeypatch.setenv(f"GPT2_CHAT_{name.upper()}", value)
+        return Gpt2ChatApp(), url
+    (workdir / "settings.json").write_text(json.dumps(values))
+    return Gpt2ChatApp(), url
+
+
+@pytest.mark.parametrize("way", ["flags", "environment", "settings file"])
+def test_the_app_starts_on_the_configured_replica_and_saves_nothing(
+    workdir: Path, no_dfx: Path, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    app, url = _replica_start(workdir, way, monkeypatch)
+    settings_file = workdir / "settings.json"
+    before = settings_file.read_text() if settings_file.exists() else None
+
+    async def scenario() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: not app.connecting, "the connection attempt")
+            await pilot.press("f3")
+            await pilot.press("f4")
+            await pilot.press("f1")
+            await pilot.pause()
+            assert app.settings.network == url
+            bar = shown(app, "#connection-bar")
+            assert url in bar and "embedded" not in bar, bar
+            assert app.query_one("#network-choice", Select).value == "url"
+
+    run(scenario())
+    after = settings_file.read_text() if settings_file.exists() else None
+    assert after == before

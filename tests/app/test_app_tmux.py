@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -164,3 +165,17 @@ def test_upload_kill_resume_chat_and_quit_in_a_real_terminal(
     terminal.keys("C-q")
     terminal.wait_gone()
     assert (workdir / "exit-status").read_text().strip() == "exit 0"
+
+    # 5. Pointed at a replica by flags (nothing listens on that port): the status line names
+    #    it, not the embedded runtime, and the saved settings stay as they were.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    saved = (workdir / "settings.json").read_text() if (workdir / "settings.json").exists() else ""
+    terminal.start(command, "--network", url, "--canister", "aaaaa-aa")
+    screen = terminal.wait_for(url)
+    assert "embedded runtime" not in screen
+    terminal.keys("C-q")
+    terminal.wait_gone()
+    after = (workdir / "settings.json").read_text() if (workdir / "settings.json").exists() else ""
+    assert after == saved

@@ -123,7 +123,10 @@ def expect_error(result: subprocess.CompletedProcess[str], message: str) -> None
 def test_errors_are_one_clear_line(tmp_path: Path, prepared: Path, env: dict[str, str]) -> None:
     expect_error(run(env, "upload", str(tmp_path / "missing.safetensors")), "no such file")
     expect_error(run(env, "generate", "hi", "--max-tokens", "5"), "no model is loaded")
-    expect_error(run(env, "generate", "hi", "--max-tokens", "0"), "--max-tokens must be at least 1")
+    expect_error(
+        run(env, "generate", "hi", "--max-tokens", "0"),
+        "--max-tokens 0: max_new_tokens must be between 1 and 1024",
+    )
     expect_error(run(env, "prepare", "no/such-model", "-o", str(tmp_path / "x")), "cannot download")
 
     garbage = tmp_path / "garbage.safetensors"
@@ -133,7 +136,7 @@ def test_errors_are_one_clear_line(tmp_path: Path, prepared: Path, env: dict[str
     assert run(env, "upload", str(prepared)).returncode == 0
     expect_error(
         run(env, "generate", "hi", "--max-tokens", "5", "--temperature", "-1"),
-        "temperature -1 must be between 0 and 100",
+        "--temperature -1: temperature must be between 0 and 100",
     )
     expect_error(
         run(env, "generate", "word " * 200, "--max-tokens", "5"),

@@ -14,11 +14,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
-from gpt2_chat.backends.base import Backend
 from gpt2_chat.errors import EXPECTED_ERRORS, UserError
-from gpt2_chat.settings import Settings, load_settings
+from gpt2_chat.settings import (
+    CONNECTION_OPTIONS,
+    InvalidSetting,
+    Settings,
+    SettingsStore,
+    chat_settings,
+)
 
 
 class UsageError(UserError):
@@ -55,30 +60,34 @@ class StatusLine:
             cls.open = False
 
 
-_GLOBAL_OPTIONS = (
-    (
-        "--network",
-        "embedded (the local embedded runtime; default), local, ic, or a replica URL "
-        "[GPT2_CHAT_NETWORK]",
-    ),
-    ("--canister", "canister id or dfx name [GPT2_CHAT_CANISTER]"),
-    ("--identity", "PEM file, dfx identity name or 'anonymous' [GPT2_CHAT_IDENTITY]"),
-    ("--state-dir", "embedded runtime state directory [GPT2_CHAT_STATE_DIR]"),
-)
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are a UsageError: one `error:` line and exit 1, like every failure."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def _add_global_options(p: argparse.ArgumentParser, default: object) -> None:
     """Accepted before or after the subcommand. On subcommands they default to SUPPRESS,
     so a value given before the subcommand is not overwritten by the subcommand's default."""
     group = p.add_argument_group("connection options")
-    for flag, text in _GLOBAL_OPTIONS:
-        group.add_argument(flag, help=text, default=default)
+    for option in CONNECTION_OPTIONS:
+        group.add_argument(option.flag, help=f"{option.help} [{option.env}]", default=default)
+
+
+#: generate's flags that set a sampling setting for the call: Settings field -> flag.
+SAMPLING_FLAGS = {
+    "max_new_tokens": "--max-tokens",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "seed": "--seed",
+    "tokens_per_call": "--tokens-per-call",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gpt2-chat", description="Chat with GPT-2 running inside an IC canister."
-    )
+    parser = _Parser(prog="gpt2-chat", description="Chat with GPT-2 running inside an IC canister.")
     _add_global_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -140,21 +149,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_settings(args: argparse.Namespace) -> Settings:
-    settings = load_settings().with_env()
-    flags = {
-        "network": args.network,
-        "canister": args.canister,
-        "identity": args.identity,
-        "state_dir": args.state_dir,
+    """The run's settings: flags > GPT2_CHAT_* variables > settings file > defaults."""
+    store = SettingsStore(flags=_connection_flags(args))
+    if store.load_error is not None:
+        raise store.load_error
+    return store.checked()
+
+
+def _connection_flags(args: argparse.Namespace) -> dict[str, str | None]:
+    return {o.name: getattr(args, o.name, None) for o in CONNECTION_OPTIONS}
+
+
+def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """`settings` with generate's sampling flags applied; a value out of range is a
+    UsageError naming the flag and what it accepts."""
+    given = {
+        name: value
+        for name, flag in SAMPLING_FLAGS.items()
+        if (value := getattr(args, flag[2:].replace("-", "_"))) is not None
     }
-    return replace(settings, **{k: v for k, v in flags.items() if v is not None})
+    new = replace(settings, **given)
+    try:
+        new.validate()
+    except InvalidSetting as e:
+        if e.field not in given:
+            raise
+        value = given[e.field]
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        raise UsageError(f"{SAMPLING_FLAGS[e.field]} {shown}: {e}") from None
+    return new
+
+
+def _check_utf8(text: str, what: str) -> None:
+    """Arguments that are not valid UTF-8 reach Python as lone surrogates; say so here
+    instead of failing on them deep inside the tokenizer or the terminal."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        byte = ord(text[e.start]) & 0xFF
+        raise UsageError(f"{what} is not valid UTF-8 (byte 0x{byte:02x} at {e.start})") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    # Global options may come before or after the subcommand; the later one wins.
-    args = parser.parse_args(argv)
     try:
+        # Global options may come before or after the subcommand; the later one wins.
+        args = parser.parse_args(argv)
         command = args.command or "tui"
         if command == "tui":
             # The app reads (and reports problems with) the settings file itself.
@@ -171,14 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _canister(settings: Settings) -> tuple[Backend, Any]:
-    from gpt2_chat.client.canister import Gpt2Canister
-    from gpt2_chat.connect import open_backend
-
-    backend = open_backend(settings)
-    return backend, Gpt2Canister(backend)
-
-
 def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
     from gpt2_chat.client.prepare import prepare
 
@@ -193,11 +225,11 @@ def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
     from gpt2_chat.client.upload import Progress, upload_model
+    from gpt2_chat.connect import open_connection
 
     if not args.file.is_file():
         raise UsageError(f"no such file: {args.file}")
-    backend, canister = _canister(settings)
-    try:
+    with open_connection(settings) as connection:
 
         def show(p: Progress) -> None:
             line = f"{p.phase}: {_mb(p.done)} / {_mb(p.total)}"
@@ -206,7 +238,7 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
                 line += f"  {p.rate / 1e6:.1f} MB/s  ETA {eta:.0f}s"
             StatusLine.show(line)
 
-        result = upload_model(canister, args.file, show, load=not args.no_load)
+        result = upload_model(connection.canister, args.file, show, load=not args.no_load)
         StatusLine.end()
         if result.already_uploaded:
             print(f"already uploaded: {args.file} (sha256 {result.sha256})")
@@ -217,67 +249,51 @@ def cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
         if result.load is not None:
             print("model loaded")
         return 0
-    finally:
-        backend.close()
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from gpt2_chat.client.canister import Sampling
-    from gpt2_chat.client.chat import ChatSettings, Conversation
+    from gpt2_chat.client.chat import Conversation
     from gpt2_chat.client.tokenizer import Gpt2Tokenizer
+    from gpt2_chat.connect import open_connection
 
-    if args.max_tokens < 1:
-        raise UsageError("--max-tokens must be at least 1")
-    sampling = Sampling(
-        temperature=settings.temperature if args.temperature is None else args.temperature,
-        top_k=settings.top_k if args.top_k is None else args.top_k,
-        top_p=settings.top_p if args.top_p is None else args.top_p,
-        seed=settings.seed if args.seed is None else args.seed,
-    )
-    chat_settings = ChatSettings(
-        sampling=sampling,
-        max_new_tokens=args.max_tokens,
-        tokens_per_call=args.tokens_per_call or settings.tokens_per_call,
-        instruction_budget=settings.instruction_budget,
-    )
-    backend, canister = _canister(settings)
-    conversation = Conversation(canister, Gpt2Tokenizer(), chat_settings)
-    try:
-        stream: Callable[[str], None] | None = None
-        if not args.json:
-            stream = lambda t: print(t, end="", flush=True)  # noqa: E731
-            print(args.prompt, end="", flush=True)
-        result = conversation.complete(args.prompt, stream)
-        if args.json:
-            out = {
-                "prompt_ids": result.prompt_ids,
-                "token_ids": result.token_ids,
-                "text": result.text,
-                "stop": result.stop,
-                "calls": len(result.calls),
-                "instructions": [c.instructions for c in result.calls],
-                "call_kinds": [c.kind for c in result.calls],
-                "seconds": round(result.seconds, 3),
-            }
-            print(json.dumps(out))
-        else:
-            print()
-        return 0
-    finally:
+    _check_utf8(args.prompt, "the prompt")
+    settings = _with_flags(settings, args)
+    with open_connection(settings) as connection:
+        conversation = Conversation(connection.canister, Gpt2Tokenizer(), chat_settings(settings))
         try:
-            conversation.reset()
+            stream: Callable[[str], None] | None = None
+            if not args.json:
+                stream = lambda t: print(t, end="", flush=True)  # noqa: E731
+                print(args.prompt, end="", flush=True)
+            try:
+                result = conversation.complete(args.prompt, stream)
+            finally:
+                if not args.json:
+                    print(flush=True)  # end the streamed line, also before an error
+            if args.json:
+                out = {
+                    "prompt_ids": result.prompt_ids,
+                    "token_ids": result.token_ids,
+                    "text": result.text,
+                    "stop": result.stop,
+                    "calls": len(result.calls),
+                    "instructions": [c.instructions for c in result.calls],
+                    "call_kinds": [c.kind for c in result.calls],
+                    "seconds": round(result.seconds, 3),
+                }
+                print(json.dumps(out))
+            return 0
         finally:
-            backend.close()
+            conversation.reset()
 
 
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
-    backend, canister = _canister(settings)
-    try:
-        info = canister.model_info()
-    finally:
-        backend.close()
+    from gpt2_chat.connect import open_connection
+
+    with open_connection(settings) as connection:
+        info = connection.canister.model_info()
     data = {
-        "backend": backend.description,
+        "backend": connection.backend.description,
         "loaded": info.loaded,
         "uploaded_bytes": info.upload.received_bytes,
         "declared_size": info.upload.declared_size,
@@ -297,30 +313,19 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    from gpt2_chat.client.canister import Sampling
-    from gpt2_chat.client.chat import ChatSettings, Conversation
+    from gpt2_chat.client.chat import Conversation
     from gpt2_chat.client.tokenizer import Gpt2Tokenizer
+    from gpt2_chat.connect import open_connection
 
-    backend, canister = _canister(settings)
-    try:
-        info = canister.model_info()
+    with open_connection(settings) as connection:
+        info = connection.canister.model_info()
         if not info.loaded:
             raise UsageError(
                 "no model is loaded; run `gpt2-chat prepare gpt2 -o gpt2.safetensors` and "
                 "`gpt2-chat upload gpt2.safetensors` first"
             )
-        sampling = Sampling(settings.temperature, settings.top_k, settings.top_p, settings.seed)
-        conversation = Conversation(
-            canister,
-            Gpt2Tokenizer(),
-            ChatSettings(
-                sampling,
-                settings.max_new_tokens,
-                settings.tokens_per_call,
-                settings.instruction_budget,
-            ),
-        )
-        print(f"gpt2-chat on {backend.description}. Empty line or Ctrl-D to quit.")
+        conversation = Conversation(connection.canister, Gpt2Tokenizer(), chat_settings(settings))
+        print(f"gpt2-chat on {connection.backend.description}. Empty line or Ctrl-D to quit.")
         while True:
             try:
                 line = input("you> ")
@@ -328,6 +333,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
                 break
             if not line.strip():
                 break
+            _check_utf8(line, "the message")
             cancel = threading.Event()
             print("gpt2>", end="", flush=True)
             try:
@@ -336,24 +342,21 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
                 cancel.set()
                 print("\n(stopped)")
                 continue
+            except BaseException:
+                print(flush=True)  # end the streamed line before the error
+                raise
             print(
                 f"\n  [{len(result.token_ids)} tokens, {result.tokens_per_second:.1f} tok/s, "
                 f"{len(result.calls)} calls]"
             )
         conversation.reset()
         return 0
-    finally:
-        backend.close()
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
     from gpt2_chat.app import run_app
 
-    flags = {
-        name: value
-        for name in ("network", "canister", "identity", "state_dir")
-        if (value := getattr(args, name, None)) is not None
-    }
+    flags = {k: v for k, v in _connection_flags(args).items() if v is not None}
     return run_app(flags)
 
 
@@ -370,10 +373,16 @@ def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace, settings: Settings) -> int:
-    from gpt2_chat.connect import PROJECT_ROOT
+    from gpt2_chat.connect import dfx_project_dir
     from gpt2_chat.replica import tools
 
-    print(tools.deploy(PROJECT_ROOT))
+    project = dfx_project_dir(settings)
+    if project is None:
+        raise UsageError(
+            f"no dfx.json in {Path.cwd()} or above: run deploy from the gpt2-chat project "
+            "or pass --project-dir"
+        )
+    print(tools.deploy(project))
     return 0
 
 

@@ -22,15 +22,15 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from gpt2_chat.client.canister import ModelInfo
+from gpt2_chat.connect import Connection, ConnectionClosed, open_connection
 from gpt2_chat.errors import EXPECTED_ERRORS
-from gpt2_chat.settings import Settings
+from gpt2_chat.settings import CONNECTION_FIELDS, Settings, SettingsStore
 
 from .chat_view import ChatView
-from .connection import Connection, ConnectionClosed, describe, open_connection
+from .fmt import connection_label
 from .model_view import ModelView
 from .replica_view import ReplicaView
 from .settings_view import SettingsView
-from .store import CONNECTION_FIELDS, SettingsStore
 from .widgets import OneLine, Pane, UiCall
 
 TABS = (
@@ -95,7 +95,8 @@ class Gpt2ChatApp(App[None]):
 
     def on_mount(self) -> None:
         if self.store.load_error:
-            self.notify(self.store.load_error, severity="error", markup=False, timeout=15)
+            message = f"{self.store.load_error}; using the defaults (saving replaces the file)"
+            self.notify(message, severity="error", markup=False, timeout=15)
         self._apply_theme(self.settings.theme)
         self.watch(self, "theme", self._theme_changed, init=False)
         self.reconnect()
@@ -242,7 +243,7 @@ class Gpt2ChatApp(App[None]):
         bar = next(bars, None)
         if bar is None:  # the app is closing: its widgets are gone
             return
-        label = describe(self.settings)
+        label = connection_label(self.settings)
         if self.connecting:
             bar.update(Text(f"◌ connecting: {label}…", style="dim"))
             return

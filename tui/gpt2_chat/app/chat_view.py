@@ -15,14 +15,13 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import Input, Static
 
-from gpt2_chat.client.canister import Gpt2Canister, Sampling
-from gpt2_chat.client.chat import ChatSettings, Conversation, TurnResult
+from gpt2_chat.client.chat import Conversation, TurnResult
 from gpt2_chat.client.tokenizer import Gpt2Tokenizer
+from gpt2_chat.connect import Connection, ConnectionClosed
 from gpt2_chat.errors import EXPECTED_ERRORS, BackendError
-from gpt2_chat.settings import Settings
+from gpt2_chat.settings import chat_settings
 
-from .connection import Connection, ConnectionClosed
-from .fmt import si
+from .fmt import connection_label, si
 from .widgets import OneLine, Pane
 
 STOP_NOTES = {
@@ -30,16 +29,6 @@ STOP_NOTES = {
     "ContextFull": "the context is full: start a new chat (Ctrl+N)",
     "InstructionBudget": "stopped at the instruction budget",
 }
-
-
-def chat_settings(settings: Settings) -> ChatSettings:
-    """What a turn uses, from the app's settings (read at the start of every turn)."""
-    return ChatSettings(
-        sampling=Sampling(settings.temperature, settings.top_k, settings.top_p, settings.seed),
-        max_new_tokens=settings.max_new_tokens,
-        tokens_per_call=settings.tokens_per_call,
-        instruction_budget=settings.instruction_budget,
-    )
 
 
 @dataclass
@@ -190,7 +179,10 @@ class ChatView(Pane):
             self.last_stats = None
             if connection is not None:
                 self.transcript.mount(
-                    ChatMessage("note", f"Now on {connection.label}: a new conversation.")
+                    ChatMessage(
+                        "note",
+                        f"Now on {connection_label(connection.settings)}: a new conversation.",
+                    )
                 )
         self._update_idle_status()
 
@@ -282,9 +274,8 @@ class ChatView(Pane):
         if self.conversation is None or self._conversation_connection is not connection:
             if self.tokenizer is None:  # a message typed faster than the files load
                 self.tokenizer = Gpt2Tokenizer()
-            canister = Gpt2Canister(connection.backend)
             self.conversation = Conversation(
-                canister, self.tokenizer, chat_settings(self.gpt2_app.settings)
+                connection.canister, self.tokenizer, chat_settings(self.gpt2_app.settings)
             )
             self._conversation_connection = connection
         return self.conversation

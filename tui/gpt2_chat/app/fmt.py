@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from gpt2_chat.connect import DEFAULT_CANISTER_NAME
+from gpt2_chat.network import parse_network
+from gpt2_chat.settings import Settings
+
 
 def mb(n: float) -> str:
     """Bytes as MB with one decimal (decimal megabytes, as the CLI prints them)."""
@@ -61,3 +65,11 @@ def short_path(path: str | Path) -> str:
     if absolute.is_relative_to(home) and home != Path("/"):
         return "~/" + str(absolute.relative_to(home)) if absolute != home else "~"
     return str(absolute)
+
+
+def connection_label(settings: Settings) -> str:
+    """The backend these settings select, as the app shows it (one short line)."""
+    network = parse_network(settings.network)
+    if network.embedded:
+        return f"{network.label} · {short_path(settings.resolved_state_dir())}"
+    return f"{network.label} · {settings.canister or DEFAULT_CANISTER_NAME}"

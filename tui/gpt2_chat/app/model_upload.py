@@ -23,10 +23,10 @@ from gpt2_chat.client.upload import (
     load_model,
     upload_model,
 )
+from gpt2_chat.connect import Connection, ConnectionClosed
 from gpt2_chat.errors import EXPECTED_ERRORS
 
 from .confirm import ConfirmScreen
-from .connection import Connection, ConnectionClosed
 from .file_browser import FileBrowser
 from .fmt import count, duration, mb, short_path, short_sha
 from .model_prepare import models_dir

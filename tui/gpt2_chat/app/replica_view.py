@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 from rich.text import Text
 from textual import on
@@ -16,9 +15,9 @@ from textual.reactive import reactive
 from textual.widgets import Button, Input, Log, Select, Static
 
 from gpt2_chat.backends.embedded.backend import CANISTER_ID
-from gpt2_chat.backends.replica import resolve_canister_id
-from gpt2_chat.connect import PROJECT_ROOT
-from gpt2_chat.errors import EXPECTED_ERRORS, BackendError
+from gpt2_chat.connect import canister_id, dfx_project_dir
+from gpt2_chat.errors import EXPECTED_ERRORS
+from gpt2_chat.network import parse_network
 from gpt2_chat.replica.tools import (
     COMMAND_LOG,
     CommandRecord,
@@ -27,6 +26,7 @@ from gpt2_chat.replica.tools import (
     ToolInfo,
     missing_tools_message,
 )
+from gpt2_chat.settings import Settings
 
 from .widgets import OneLine, Pane, SectionTitle, start_daemon
 
@@ -39,28 +39,22 @@ NETWORK_CHOICES = [
 
 
 def network_choice(network: str) -> str:
+    """The selector's entry for a network setting (`mainnet` is `ic` by another name)."""
+    if network == "mainnet":
+        return "ic"
     return network if network in ("embedded", "local", "ic") else "url"
 
 
-def project_root() -> Path | None:
-    """The checkout holding dfx.json, which `dfx deploy` needs."""
-    return PROJECT_ROOT if (PROJECT_ROOT / "dfx.json").is_file() else None
-
-
-def canister_id_text(network: str, canister: str | None) -> str:
-    if network == "embedded":
-        return f"canister {CANISTER_ID} (in the embedded runtime)"
-    root = project_root()
+def canister_id_text(settings: Settings) -> str:
     try:
-        if root is None:
-            if canister:
-                return f"canister {canister}"
-            raise BackendError("no dfx.json here to look its id up in")
-        lookup = "ic" if network == "ic" else "local"
-        cid = resolve_canister_id(canister, root, lookup if network != "url" else network)
-        return f"canister {cid}" + ("" if cid == canister else f" ({canister or 'gpt2_backend'})")
-    except BackendError as e:
-        return f"canister {canister or 'gpt2_backend'}: {e}"
+        network = parse_network(settings.network)
+        if network.embedded:
+            return f"canister {CANISTER_ID} (in the embedded runtime)"
+        cid = canister_id(settings, network)
+    except EXPECTED_ERRORS as e:
+        return f"canister {settings.canister or 'gpt2_backend'}: {e}"
+    named = settings.canister or "gpt2_backend"
+    return f"canister {cid}" + ("" if cid == named else f" ({named})")
 
 
 def log_lines(record: CommandRecord) -> list[str]:
@@ -80,7 +74,7 @@ class ReplicaView(Pane):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.tools = ReplicaTools(project_root=project_root())
+        self.tools = ReplicaTools(project_root=dfx_project_dir(self.gpt2_app.settings))
         self.found: list[ToolInfo] | None = None
         self.status: ReplicaStatus | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -90,7 +84,13 @@ class ReplicaView(Pane):
         with VerticalScroll(id="replica-scroll"):
             yield SectionTitle("Backend", classes="-first")
             with Horizontal(classes="row"):
-                yield Select(NETWORK_CHOICES, id="network-choice", allow_blank=False, compact=True)
+                yield Select(
+                    NETWORK_CHOICES,
+                    id="network-choice",
+                    value=network_choice(self.gpt2_app.settings.network),
+                    allow_blank=False,
+                    compact=True,
+                )
             with Horizontal(classes="row hidden", id="custom-url-row"):
                 yield Input(id="custom-url", placeholder="https://… replica URL", compact=True)
                 yield Button("Use", id="use-url", compact=True)
@@ -142,7 +142,8 @@ class ReplicaView(Pane):
         if choice == "url":
             url.value = settings.network
         self.query_one("#custom-url-row").set_class(choice != "url", "hidden")
-        self._text("canister-id", canister_id_text(settings.network, settings.canister))
+        self.tools.project_root = dfx_project_dir(settings)
+        self._text("canister-id", canister_id_text(settings))
 
     def _show_tools(self) -> None:
         if self.found is None:
@@ -172,6 +173,11 @@ class ReplicaView(Pane):
     @on(Select.Changed, "#network-choice")
     def _network_chosen(self, event: Select.Changed) -> None:
         choice = str(event.value)
+        # The Select reports its value when it mounts and when the settings set it: only a
+        # change away from the network in force (and not already overtaken) is a choice.
+        stale = event.value != event.select.value
+        if stale or choice == network_choice(self.gpt2_app.settings.network):
+            return
         self.query_one("#custom-url-row").set_class(choice != "url", "hidden")
         if choice == "url":
             self.query_one("#custom-url", Input).focus()

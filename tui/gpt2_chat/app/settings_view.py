@@ -13,7 +13,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Select
 
 from gpt2_chat.errors import EXPECTED_ERRORS
-from gpt2_chat.settings import Settings, default_state_dir
+from gpt2_chat.settings import (
+    InvalidSetting,
+    Settings,
+    default_state_dir,
+    parse_instruction_count,
+)
 
 from .fmt import short_path
 from .widgets import OneLine, Pane, SectionTitle
@@ -46,45 +51,44 @@ SAMPLING = [
 FIELDS = CONNECTION + SAMPLING
 
 
-def check_network(network: str) -> None:
-    if network not in ("embedded", "local", "ic") and not network.startswith(
-        ("http://", "https://")
-    ):
-        raise ValueError("network must be embedded, local, ic or a replica URL (http://…)")
-
-
 def parse_field(field: Field, raw: str) -> object:
-    """The value of one input; ValueError naming the field when it does not parse."""
+    """The value of one input; InvalidSetting naming the field when it does not parse."""
     text = raw.strip().replace("_", "")
     if field.kind in ("optional", "optional-int") and not text:
         return None
     if field.kind in ("text", "optional"):
         if not text:
-            raise ValueError(f"{field.label}: required")
-        if field.name == "network":
-            check_network(raw.strip())
+            raise InvalidSetting(field.name, f"{field.label}: required")
         return raw.strip()
     try:
+        if field.name == "instruction_budget":
+            return parse_instruction_count(text)
         if field.kind in ("int", "optional-int"):
             return int(text)
         return float(text)
     except ValueError:
         kind = "a whole number" if "int" in field.kind else "a number"
-        raise ValueError(f"{field.label}: {raw.strip()!r} is not {kind}") from None
+        raise InvalidSetting(field.name, f"{field.label}: {raw.strip()!r} is not {kind}") from None
 
 
 def parse_form(values: dict[str, str], base: Settings) -> Settings:
-    """`base` with the form's values; ValueError (the first problem, naming the field)."""
+    """`base` with the form's values; InvalidSetting (the first problem, as the form says it)."""
     changes = {f.name: parse_field(f, values[f.name]) for f in FIELDS}
     settings = replace(base, **changes)  # type: ignore[arg-type]
     try:
         settings.validate()
-    except ValueError as e:
-        # "top_p must be in (0, 1]" -> "Top-p must be in (0, 1]": the name the form shows.
-        message = str(e)
-        field = next((f for f in FIELDS if message.startswith(f.name + " ")), None)
-        raise ValueError(field.label + message[len(field.name) :] if field else message) from None
+    except InvalidSetting as e:
+        raise InvalidSetting(e.field, form_message(e)) from None
     return settings
+
+
+def form_message(error: InvalidSetting) -> str:
+    """ "top_p must be in (0, 1]" -> "Top-p must be in (0, 1]": the name the form shows."""
+    field = next((f for f in FIELDS if f.name == error.field), None)
+    message = str(error)
+    if field is None or not message.startswith(field.name):
+        return message
+    return field.label + message[len(field.name) :]
 
 
 def field_error(field: Field, raw: str, base: Settings) -> str | None:
@@ -92,11 +96,8 @@ def field_error(field: Field, raw: str, base: Settings) -> str | None:
     try:
         value = parse_field(field, raw)
         replace(base, **{field.name: value}).validate()  # type: ignore[arg-type]
-    except ValueError as e:
-        message = str(e)
-        if message.startswith(field.name + " "):
-            return field.label + message[len(field.name) :]
-        return message if message.startswith(field.label) else None
+    except InvalidSetting as e:
+        return form_message(e) if e.field == field.name else None
     return None
 
 
@@ -224,8 +225,8 @@ class SettingsView(Pane):
         app = self.gpt2_app
         try:
             new = parse_form(self.values(), replace(app.settings, theme=app.theme))
-        except ValueError as e:
-            self._mark_invalid(str(e))
+        except InvalidSetting as e:
+            self._mark_invalid(e.field)
             self.report(f"Not saved: {e}", title="Settings")
             return
         try:
@@ -241,10 +242,7 @@ class SettingsView(Pane):
             message += "; reconnecting"
         app.notify(message, title="Settings", timeout=4)
 
-    def _mark_invalid(self, message: str) -> None:
-        for field in FIELDS:
-            if message.startswith((field.label + ":", field.label + " ")):
-                widget = self.query_one(f"#set-{field.name}", Input)
-                widget.add_class("-invalid")
-                widget.focus()
-                return
+    def _mark_invalid(self, name: str) -> None:
+        widget = self.query_one(f"#set-{name}", Input)
+        widget.add_class("-invalid")
+        widget.focus()
