@@ -13,13 +13,15 @@ import pytest
 from safetensors.numpy import load_file
 
 from gpt2_chat.backends.embedded import runtime
-from gpt2_chat.bench import report
-from gpt2_chat.bench.models import Shape, write_random_model
+from gpt2_chat.bench import native, report, run
 from gpt2_chat.bench.native import NumpyRuntime, greedy_decode, load_weights, open_runtime
 from gpt2_chat.bench.run import Options, run_bench
 from gpt2_chat.bench.tables import Budget, Call, CostModel, figures, most
-from gpt2_chat.cli import build_parser
+from gpt2_chat.cli import build_parser, main
+from gpt2_chat.client.cycles import cost_per_1000_tokens
 from gpt2_chat.client.prepare import prepare
+from gpt2_chat.client.random_model import Shape, prepare_random
+from gpt2_chat.settings import Settings
 
 TINY = Shape("tiny", n_layer=2, n_head=2, n_embd=128, vocab_size=2048, n_ctx=1024)
 #: Fits a heap limit of 24 MiB; BIG (~39 MB of int8 weights) does not.
@@ -35,6 +37,8 @@ PROMPTS = (48, 24, 12)
 def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(runtime, "HEAP_LIMIT", 24 * 1024**2)
+        # As without the bench extra (also where it is installed): no native speed.
+        mp.setattr(native, "onnxruntime_available", lambda: False)
         options = Options(
             shape=TINY,
             budgets=BUDGETS,
@@ -56,6 +60,8 @@ def test_json_has_every_figure(bench: dict[str, Any]) -> None:
         "tokens_per_second",
         "native_tokens_per_second",
         "ratio",
+        "native_skipped",
+        "cycles_per_1000_tokens",
         "heap_bytes",
     }
     for label in LABELS:
@@ -72,10 +78,13 @@ def test_numbers_are_consistent(bench: dict[str, Any]) -> None:
     for r in (f32, int8):
         assert r["decode_instructions_per_token"] > 0
         assert r["prefill_instructions_per_token"] > 0
-        assert r["tokens_per_second"] > 0 and r["native_tokens_per_second"] > 0
-        # The ratio is rounded to 2 decimals (and the speeds it comes from to 2 too).
-        assert r["ratio"] == pytest.approx(
-            r["native_tokens_per_second"] / r["tokens_per_second"], rel=0.01, abs=0.006
+        assert r["tokens_per_second"] > 0
+        # No onnxruntime: no native speed, no ratio, and the result says why.
+        assert r["native_tokens_per_second"] is None and r["ratio"] is None
+        assert r["native_runtime"] is None and "onnxruntime" in r["native_skipped"]
+        assert r["reference_runtime"].startswith("numpy")
+        assert r["cycles_per_1000_tokens"] == cost_per_1000_tokens(
+            r["decode_instructions_per_token"], Settings().tokens_per_call
         )
         assert r["heap_bytes"] > r["weights_heap_bytes"] > 0
         for label in LABELS:
@@ -98,7 +107,7 @@ def test_numbers_are_consistent(bench: dict[str, Any]) -> None:
     assert int8["decode_instructions_per_token"] < f32["decode_instructions_per_token"]
     assert int8["weights_heap_bytes"] < f32["weights_heap_bytes"]
     # The native reference computes the same network: greedy f32 tokens agree.
-    agree, total = map(int, f32["native_greedy_agreement"].split("/"))
+    agree, total = map(int, f32["reference_greedy_agreement"].split("/"))
     assert agree == total == 16
 
 
@@ -113,7 +122,7 @@ def test_every_figure_was_checked_with_real_calls(bench: dict[str, Any]) -> None
             assert abs(v["model_error"]) < 0.05
         for key, v in finals.items():
             assert v["value"] == r[key]
-            assert v["within_budget"] and not v["next_fits"], v
+            assert v["fits"] and not v["next_fits"], v
 
 
 def test_bigger_shapes_report_whether_they_load(bench: dict[str, Any]) -> None:
@@ -132,15 +141,21 @@ def test_markdown_and_plot(bench: dict[str, Any], tmp_path: Path) -> None:
     assert bench["date"] in text and bench["machine"]["cpu"] in text
     assert "| prefill, instructions / prompt token |" in text
     assert "tiny-big" in text and "does not fit" in text
+    assert "Native comparison skipped: onnxruntime is not installed" in text
+    assert "| native ÷ embedded | — | — |" in text and "0.18×" not in text
+    cycles = [line for line in text.splitlines() if line.startswith("| cycles per 1,000")]
+    assert len(cycles) == 1 and "(8 per call)" in cycles[0]
+    assert f"{bench['results'][1]['cycles_per_1000_tokens'] / 1e9:.1f}B" in cycles[0]
+    assert "gas-cost" in text
     if png:
         assert written[-1].read_bytes().startswith(b"\x89PNG")
 
 
 def test_random_checkpoint_is_what_prepare_writes(tmp_path: Path) -> None:
-    f32 = write_random_model(tmp_path / "f32.safetensors", SMALL, "f32", seed=1)
-    again = write_random_model(tmp_path / "again.safetensors", SMALL, "f32", seed=1)
+    f32 = prepare_random(SMALL, tmp_path / "f32.safetensors", "f32", seed=1)
+    again = prepare_random(SMALL, tmp_path / "again.safetensors", "f32", seed=1)
     assert f32.sha256 == again.sha256
-    ours = write_random_model(tmp_path / "int8.safetensors", SMALL, "int8", seed=1)
+    ours = prepare_random(SMALL, tmp_path / "int8.safetensors", "int8", seed=1)
     theirs = prepare(str(f32.path), tmp_path / "prepared.safetensors", dtype="int8")
     a, b = load_file(str(ours.path)), load_file(str(theirs.path))
     assert sorted(a) == sorted(b)
@@ -154,7 +169,7 @@ def test_random_checkpoint_is_what_prepare_writes(tmp_path: Path) -> None:
 
 def test_native_runtimes_agree(tmp_path: Path) -> None:
     for dtype in ("f32", "int8"):
-        m = write_random_model(tmp_path / f"{dtype}.safetensors", SMALL, dtype)
+        m = prepare_random(SMALL, tmp_path / f"{dtype}.safetensors", dtype)
         weights = load_weights(m.path)
         ref = greedy_decode(NumpyRuntime(weights), [1, 2, 3], 8)
         preferred = greedy_decode(open_runtime(weights), [1, 2, 3], 8)
@@ -183,3 +198,21 @@ def test_tables_from_a_cost_model() -> None:
 def test_cli_parses_bench() -> None:
     args = build_parser().parse_args(["bench", "--quick", "--json", "--out-dir", "x"])
     assert (args.command, args.quick, args.json, args.out_dir) == ("bench", True, True, Path("x"))
+    assert build_parser().parse_args(["bench"]).out_dir is None
+
+
+def test_cli_bench_writes_files_only_when_asked(
+    bench: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(run, "run_bench", lambda options, log: bench)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["date"] == bench["date"]
+    assert main(["bench"]) == 0
+    assert capsys.readouterr().out.startswith("# Benchmarks")
+    assert list(tmp_path.iterdir()) == [], "nothing written without --out-dir"
+    assert main(["bench", "--json", "--out-dir", "out"]) == 0
+    assert (tmp_path / "out" / "benchmarks.md").is_file()

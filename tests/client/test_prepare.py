@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,10 +21,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from huggingface_hub import constants as hf_constants
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from gpt2_chat.client.prepare import Gpt2Config, PrepareError, download, prepare
+from gpt2_chat.cli import main
+from gpt2_chat.client import hub as hub_module
+from gpt2_chat.client.prepare import (
+    SHAPES,
+    Gpt2Config,
+    PrepareCancelled,
+    PrepareError,
+    download,
+    prepare,
+    prepare_random,
+)
+from gpt2_chat.client.random_model import Shape
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "gpt2-random-50257"
 Arrays = dict[str, npt.NDArray[Any]]
@@ -387,19 +403,20 @@ def test_missing_source_is_explained(tmp_path: Path) -> None:
 
 # --- downloading from a hub --------------------------------------------------------------------
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
 
 class Hub(ThreadingHTTPServer):
-    """A tiny stand-in for huggingface.co: GET of fixed files, optional Range support."""
+    """A tiny stand-in for huggingface.co: HEAD and GET of `/<id>/resolve/<rev>/<file>` with
+    the headers huggingface_hub reads (commit, etag, size), Range, and its error codes."""
 
     daemon_threads = True
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), HubHandler)
-        self.files: dict[str, bytes] = {}
-        self.redirects: dict[str, str] = {}
-        self.ranges = True
+        self.files: dict[tuple[str, str], bytes] = {}
         self.cut_after: int | None = None  # send only this many body bytes once, then hang up
-        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
 
     @property
     def url(self) -> str:
@@ -407,44 +424,57 @@ class Hub(ThreadingHTTPServer):
 
     def serve(self, model_id: str, directory: Path) -> None:
         for name in ("config.json", "model.safetensors"):
-            self.files[f"/{model_id}/resolve/main/{name}"] = (directory / name).read_bytes()
+            self.files[model_id, name] = (directory / name).read_bytes()
+
+    def gets(self, name: str) -> list[dict[str, str]]:
+        return [h for method, p, h in self.requests if method == "GET" and p.endswith(name)]
 
 
 class HubHandler(BaseHTTPRequestHandler):
     server: Hub
+    protocol_version = "HTTP/1.1"
+
+    def do_HEAD(self) -> None:
+        self.answer(head=True)
 
     def do_GET(self) -> None:
+        self.answer(head=False)
+
+    def answer(self, head: bool) -> None:
         hub = self.server
-        hub.requests.append((self.path, dict(self.headers.items())))
-        if self.path in hub.redirects:
-            self.send_response(302)
-            self.send_header("Location", hub.redirects[self.path])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = hub.files.get(self.path)
+        hub.requests.append((self.command, self.path, dict(self.headers.items())))
+        m = re.fullmatch(r"/(.+)/resolve/([^/]+)/([^/]+)", self.path)
+        repo = m.group(1) if m else ""
+        if not any(r == repo for r, _ in hub.files):
+            return self.fail(404, "RepoNotFound")
+        if m is None or m.group(2) not in ("main", COMMIT):
+            return self.fail(404, "RevisionNotFound")
+        body = hub.files.get((repo, m.group(3)))
         if body is None:
-            self.send_error(404)
-            return
-        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-        start = int(m.group(1)) if m and hub.ranges else 0
-        if start >= len(body) > 0:
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{len(body)}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
+            return self.fail(404, "EntryNotFound")
+        r = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        start = int(r.group(1)) if r and not head else 0
         self.send_response(206 if start else 200)
+        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
         if start:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
+        if head:
+            return
         if hub.cut_after is not None and self.path.endswith(".safetensors"):
             self.wfile.write(body[start : start + hub.cut_after])
             hub.cut_after = None
             self.close_connection = True
             return
         self.wfile.write(body[start:])
+
+    def fail(self, status: int, code: str) -> None:
+        self.send_response(status)
+        self.send_header("X-Error-Code", code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -466,108 +496,95 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Hub]:
         thread.join()
 
 
-def model_gets(hub: Hub) -> list[dict[str, str]]:
-    return [h for p, h in hub.requests if p.endswith("model.safetensors")]
+def closed_port() -> int:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
-def test_download_by_model_id(hub: Hub, tmp_path: Path) -> None:
+def test_download_by_model_id_is_pinned_to_a_commit_and_cached(
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub.serve("gpt2", FIXTURE)
     cache = tmp_path / "cache"
     calls: list[tuple[str, int, int]] = []
     result = prepare(
         "gpt2", tmp_path / "out.safetensors", cache_dir=cache, progress=lambda *a: calls.append(a)
     )
-
     size = (FIXTURE / "model.safetensors").stat().st_size
-    assert (cache / "gpt2" / "model.safetensors").read_bytes() == (
-        FIXTURE / "model.safetensors"
-    ).read_bytes()
     assert ("download model.safetensors", size, size) in calls
-    assert read_output(result.path)[1]["source"] == "gpt2"
-    assert [p for p, _ in hub.requests] == [
+    assert read_output(result.path)[1]["source"] == f"gpt2@{COMMIT}"
+    # `main` is resolved by the first file; the second comes from that commit.
+    assert [p for m, p, _ in hub.requests if m == "GET"] == [
         "/gpt2/resolve/main/config.json",
-        "/gpt2/resolve/main/model.safetensors",
+        f"/gpt2/resolve/{COMMIT}/model.safetensors",
     ]
-    assert "Authorization" not in model_gets(hub)[0]
 
-    # Cached: a second prepare does not touch the network.
+    # Cached: only where `main` points is asked, nothing is downloaded again.
     hub.requests.clear()
-    prepare("gpt2", tmp_path / "again.safetensors", cache_dir=cache)
+    again = prepare("gpt2", tmp_path / "again.safetensors", cache_dir=cache)
+    assert {m for m, _, _ in hub.requests} == {"HEAD"} and again.sha256 == result.sha256
+    # A pinned commit in the cache needs nothing at all.
+    hub.requests.clear()
+    prepare("gpt2", tmp_path / "pinned.safetensors", revision=COMMIT, cache_dir=cache)
     assert hub.requests == []
+    # Unreachable: the cached revision is used as it is.
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    offline = prepare("gpt2", tmp_path / "offline.safetensors", cache_dir=cache)
+    assert offline.sha256 == result.sha256
 
 
-def test_token_is_sent_to_the_hub_but_not_across_a_redirect(
+def test_dropped_download_resumes_with_range_and_cancel_stops_it(
     hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HF_TOKEN", "hf_secret")
-    hub.serve("org/gated", FIXTURE)
-    weights = "/org/gated/resolve/main/model.safetensors"
-    hub.files["/cdn/blob"] = hub.files.pop(weights)
-    hub.redirects[weights] = f"http://localhost:{hub.server_address[1]}/cdn/blob"
-    download("org/gated", tmp_path / "cache")
-    by_path = dict(hub.requests)
-    assert by_path["/org/gated/resolve/main/config.json"]["Authorization"] == "Bearer hf_secret"
-    assert by_path[weights]["Authorization"] == "Bearer hf_secret"
-    assert "Authorization" not in by_path["/cdn/blob"]
-
-
-def test_interrupted_download_resumes_with_range(hub: Hub, tmp_path: Path) -> None:
-    hub.serve("openai-community/gpt2-medium", FIXTURE)
-    hub.cut_after = 1_000_000
+    # huggingface_hub keeps what it received in whole chunks (10 MB); the fixture is 3 MB.
+    chunk = 1 << 16
+    monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", chunk)
+    model = "openai-community/gpt2-medium"
+    hub.serve(model, FIXTURE)
+    hub.cut_after = cut = 16 * chunk
     cache = tmp_path / "cache"
-    with pytest.raises(PrepareError, match="interrupted after 1000000 of .* run again to resume"):
-        prepare("openai-community/gpt2-medium", tmp_path / "out.safetensors", cache_dir=cache)
-    part = cache / "openai-community" / "gpt2-medium" / "model.safetensors.part"
-    assert part.stat().st_size == 1_000_000
-    assert not (tmp_path / "out.safetensors").exists()
-
-    hub.requests.clear()
-    result = prepare("openai-community/gpt2-medium", tmp_path / "out.safetensors", cache_dir=cache)
-    assert model_gets(hub)[0]["Range"] == "bytes=1000000-"
-    assert not part.exists()
+    result = prepare(model, tmp_path / "out.safetensors", cache_dir=cache)
+    assert [h.get("Range") for h in hub.gets("model.safetensors")] == [None, f"bytes={cut}-"]
     local = prepare(str(FIXTURE), tmp_path / "local.safetensors")
     assert read_output(result.path)[0].keys() == read_output(local.path)[0].keys()
-    assert (part.parent / "model.safetensors").read_bytes() == (
-        FIXTURE / "model.safetensors"
-    ).read_bytes()
+    assert read_output(result.path)[1]["source"] == f"{model}@{COMMIT}"
+
+    # Cancelled mid-download: no output, and no partial file left in the cache.
+    stop = threading.Event()
+    with pytest.raises(PrepareCancelled):
+        prepare(
+            model,
+            tmp_path / "again.safetensors",
+            cache_dir=tmp_path / "other-cache",
+            progress=lambda stage, done, total: stop.set() if done >= cut else None,
+            cancel=stop,
+        )
+    assert not (tmp_path / "again.safetensors").exists()
+    assert not [p for p in (tmp_path / "other-cache").rglob("*") if "incomplete" in p.name]
 
 
-def test_partial_file_restarts_when_the_server_ignores_range(hub: Hub, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("model_id", "revision", "message"),
+    [
+        ("nobody/nothing", "main", "cannot download nobody/nothing@main from .*: no such model"),
+        ("gpt2", "v9", "cannot download gpt2@v9 from .*: no revision 'v9'"),
+    ],
+)
+def test_hub_refusals_are_clear_errors(
+    hub: Hub, tmp_path: Path, model_id: str, revision: str, message: str
+) -> None:
     hub.serve("gpt2", FIXTURE)
-    hub.ranges = False
-    cache = tmp_path / "cache" / "gpt2"
-    cache.mkdir(parents=True)
-    (cache / "model.safetensors.part").write_bytes(b"stale bytes")
-    download("gpt2", tmp_path / "cache")
-    assert model_gets(hub)[0]["Range"] == "bytes=11-"
-    assert (cache / "model.safetensors").read_bytes() == (
-        FIXTURE / "model.safetensors"
-    ).read_bytes()
-
-
-def test_complete_partial_file_is_accepted_on_416(hub: Hub, tmp_path: Path) -> None:
-    hub.serve("gpt2", FIXTURE)
-    cache = tmp_path / "cache" / "gpt2"
-    cache.mkdir(parents=True)
-    (cache / "model.safetensors.part").write_bytes((FIXTURE / "model.safetensors").read_bytes())
-    download("gpt2", tmp_path / "cache")
-    assert (cache / "model.safetensors").stat().st_size == (
-        FIXTURE / "model.safetensors"
-    ).stat().st_size
-
-
-def test_unknown_model_is_a_clear_error(hub: Hub, tmp_path: Path) -> None:
-    with pytest.raises(PrepareError, match=r"cannot download nobody/nothing from .*HTTP 404"):
-        prepare("nobody/nothing", tmp_path / "out.safetensors", cache_dir=tmp_path / "cache")
+    with pytest.raises(PrepareError, match=message):
+        prepare(model_id, tmp_path / "out.safetensors", revision=revision, cache_dir=tmp_path)
+    assert not (tmp_path / "out.safetensors").exists()
 
 
 def test_unreachable_hub_fails_fast_with_advice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.chdir(tmp_path)
     started = time.monotonic()
@@ -575,20 +592,44 @@ def test_unreachable_hub_fails_fast_with_advice(
         prepare("gpt2", tmp_path / "out.safetensors", cache_dir=tmp_path / "cache")
     assert time.monotonic() - started < 5
     message = str(info.value)
-    assert message.startswith(f"cannot download gpt2 from {endpoint}: ")
-    assert message.endswith("; download the checkpoint elsewhere and pass its directory")
-    assert "refused" in message.lower()
+    assert message.startswith(f"cannot download gpt2@main from {endpoint}: ")
+    assert "refused" in message.lower() and "not in the cache" in message
 
 
 def test_silent_hub_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "PROBE_TIMEOUT", 0.3)
     with socket.socket() as s:  # accepts connections (backlog) but never answers
         s.bind(("127.0.0.1", 0))
         s.listen(4)
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
         started = time.monotonic()
-        with pytest.raises(PrepareError, match="timed out; download the checkpoint elsewhere"):
-            download("gpt2", tmp_path / "cache", timeout=0.3)
+        with pytest.raises(PrepareError, match="timed out; it is not in the cache either"):
+            download("gpt2", tmp_path / "cache")
         assert time.monotonic() - started < 5
+
+
+def test_offline_mode_is_one_clear_error_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "gpt2_chat.cli", "prepare", "gpt2", "-o", "out.safetensors"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "error: cannot download gpt2@main from "
+        f"{env['HF_ENDPOINT']}: offline mode (HF_HUB_OFFLINE) is on; it is not in the cache "
+        "either (download the checkpoint elsewhere and pass its directory)"
+    ]
+    assert not (tmp_path / "out.safetensors").exists()
 
 
 def test_write_failures_leave_nothing_behind(tmp_path: Path) -> None:
@@ -602,3 +643,107 @@ def test_write_failures_leave_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         prepare(str(FIXTURE), tmp_path / "x.safetensors", progress=cancel)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.safetensors"]
+
+
+# --- cancelling ----------------------------------------------------------------------------------
+
+
+def test_cancel_between_tensors_removes_the_partial_output(tmp_path: Path) -> None:
+    stop = threading.Event()
+    writes: list[int] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        writes.append(done)
+        if len(writes) == 3:
+            stop.set()
+
+    with pytest.raises(PrepareCancelled):
+        prepare(str(FIXTURE), tmp_path / "out.safetensors", progress=progress, cancel=stop)
+    assert len(writes) == 3, "the write stops at the next tensor"
+    assert_no_output(tmp_path / "out.safetensors")
+
+
+def test_cancel_accepts_a_callable(tmp_path: Path) -> None:
+    with pytest.raises(PrepareCancelled):
+        prepare(str(FIXTURE), tmp_path / "out.safetensors", cancel=lambda: True)
+    assert_no_output(tmp_path / "out.safetensors")
+
+
+# --- random models -------------------------------------------------------------------------------
+
+TINY = Shape("tiny", n_layer=2, n_head=2, n_embd=16, vocab_size=5000, n_ctx=32)
+
+
+def test_named_shapes_are_the_released_gpt2_configs() -> None:
+    got = {
+        name: (s.n_layer, s.n_head, s.n_embd, s.vocab_size, s.n_ctx) for name, s in SHAPES.items()
+    }
+    assert got == {
+        "gpt2": (12, 12, 768, 50257, 1024),
+        "gpt2-medium": (24, 16, 1024, 50257, 1024),
+        "gpt2-large": (36, 20, 1280, 50257, 1024),
+        "gpt2-xl": (48, 25, 1600, 50257, 1024),
+    }
+    assert SHAPES["gpt2"].parameters == 124_439_808  # GPT-2 small, tied lm_head
+
+
+@pytest.mark.parametrize("dtype", ["f32", "int8"])
+def test_random_model_is_deterministic_and_what_prepare_accepts(tmp_path: Path, dtype: str) -> None:
+    first = prepare_random(TINY, tmp_path / "a.safetensors", dtype, seed=3)
+    again = prepare_random(TINY, tmp_path / "b.safetensors", dtype, seed=3)
+    other = prepare_random(TINY, tmp_path / "c.safetensors", dtype, seed=4)
+    assert first.sha256 == again.sha256 != other.sha256
+    assert first.path.read_bytes() == again.path.read_bytes()
+    assert first.size == first.path.stat().st_size
+    assert first.config == TINY.config() and first.dtype == dtype
+    tensors, meta = read_output(first.path)
+    assert meta["source"] == "random tiny seed=3 std=0.02" and meta["dtype"] == dtype
+    assert tensors["wte.weight"].dtype == (np.int8 if dtype == "int8" else np.float32)
+    # Row slices of the embedding do not repeat each other.
+    wte = tensors["wte.weight"]
+    assert not np.array_equal(wte[:4096], wte[1 : 4096 + 1])
+    # The canister's format: prepare reads it back and finds the same config.
+    if dtype == "f32":
+        again_prepared = prepare(str(first.path), tmp_path / "p.safetensors")
+        assert again_prepared.config == TINY.config()
+
+
+def test_random_model_memory_is_bounded_by_a_slice_not_the_model(tmp_path: Path) -> None:
+    # wte alone is 50257 x 128 f32 = 26 MB; it is generated 4096 rows (2 MB) at a time
+    # (quantizing a slice takes a few temporaries of its size).
+    wide = Shape("wide", n_layer=1, n_head=4, n_embd=128, vocab_size=50257, n_ctx=64)
+    tracemalloc.start()
+    try:
+        prepare_random(wide, tmp_path / "wide.safetensors", "int8")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, peak
+
+
+def test_random_model_unknown_shape_and_cancel(tmp_path: Path) -> None:
+    with pytest.raises(PrepareError, match="gpt2-medium"):
+        prepare_random("gpt3", tmp_path / "x.safetensors")
+    # The real shape, cancelled after its first tensor: quick, and nothing is left behind.
+    stop = threading.Event()
+    with pytest.raises(PrepareCancelled):
+        prepare_random(
+            "gpt2", tmp_path / "x.safetensors", progress=lambda *_: stop.set(), cancel=stop
+        )
+    assert_no_output(tmp_path / "x.safetensors")
+
+
+def test_cli_prepare_random(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(SHAPES, "tiny", TINY)
+    out = tmp_path / "tiny.safetensors"
+    assert main(["prepare", "--random", "tiny", "-o", str(out), "--dtype", "int8"]) == 0
+    said = capsys.readouterr().out
+    assert "talks nonsense" in said and hashlib.sha256(out.read_bytes()).hexdigest() in said
+    out.unlink()
+    assert main(["prepare", "--random", "gpt3", "-o", str(tmp_path / "x")]) == 1
+    assert "error: unknown GPT-2 shape 'gpt3'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a source and --random together
+        main(["prepare", "gpt2", "--random", "gpt2", "-o", str(tmp_path / "x")])
+    assert_no_output(tmp_path / "x")

@@ -92,8 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("prepare", help="make a canister-ready model file")
-    p.add_argument("source", help="Hugging Face id (e.g. gpt2), checkpoint dir or .safetensors")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "source", nargs="?", help="Hugging Face id (e.g. gpt2), checkpoint dir or .safetensors"
+    )
+    what.add_argument(
+        "--random",
+        metavar="SHAPE",
+        help="a randomly initialised model of a GPT-2 shape, gpt2 to gpt2-xl (no download; "
+        "talks nonsense)",
+    )
     p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument("--revision", default="main", help="of a Hugging Face id: branch, tag or commit")
+    p.add_argument("--seed", type=int, default=0, help="with --random: the weights' seed")
     p.add_argument(
         "--dtype",
         default="f32",
@@ -139,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out-dir",
         type=Path,
-        default=Path("docs"),
-        help="where benchmarks.md and benchmarks.png are written (default: ./docs)",
+        help="also write benchmarks.md and benchmarks.png there (e.g. docs); "
+        "without it no file is written",
     )
 
     for child in sub.choices.values():
@@ -212,14 +223,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
-    from gpt2_chat.client.prepare import prepare
+    from gpt2_chat.client.prepare import prepare, prepare_random
 
     def progress(stage: str, done: int, total: int) -> None:
         StatusLine.show(f"{stage}: {_mb(done)} / {_mb(total)}")
 
-    result = prepare(args.source, args.output, dtype=args.dtype, progress=progress)
+    if args.random:
+        result = prepare_random(args.random, args.output, args.dtype, args.seed, progress)
+    else:
+        result = prepare(
+            args.source, args.output, dtype=args.dtype, revision=args.revision, progress=progress
+        )
     StatusLine.end()
     print(f"wrote {result.path} ({_mb(result.size)}, sha256 {result.sha256})")
+    if args.random:
+        print(
+            f"note: random weights ({args.random} shape, seed {args.seed}): this model talks "
+            "nonsense; it shows the flow and the costs, not GPT-2's replies"
+        )
     return 0
 
 
@@ -390,20 +411,23 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Always the embedded runtime (its metering is the measurement), whatever --network says."""
     import importlib.util
 
-    from gpt2_chat.bench import report
-    from gpt2_chat.bench.run import Options, run_bench
+    from gpt2_chat.bench import native, report
+    from gpt2_chat.bench.run import NATIVE_SKIPPED, Options, run_bench
 
     began = time.monotonic()
 
     def log(message: str) -> None:
         print(f"[{time.monotonic() - began:5.0f}s] {message}", file=sys.stderr, flush=True)
 
+    if not native.onnxruntime_available():
+        log(f"{NATIVE_SKIPPED}: no native speed comparison")
     png = importlib.util.find_spec("matplotlib") is not None
-    if not png:
+    if args.out_dir is not None and not png:
         log("matplotlib is not installed (pip install 'gpt2-chat[bench]'): no PNG plot")
     result = run_bench(Options(quick=args.quick), log)
-    written = report.write(result, args.out_dir, png=png)
-    log("wrote " + ", ".join(str(p) for p in written))
+    if args.out_dir is not None:
+        written = report.write(result, args.out_dir, png=png)
+        log("wrote " + ", ".join(str(p) for p in written))
     print(
         report.to_json(result) if args.json else report.markdown(result),
         end="\n" if args.json else "",

@@ -17,9 +17,17 @@ from typing import Any
 from gpt2_chat.backends.base import Reply
 from gpt2_chat.backends.embedded.backend import EmbeddedBackend
 from gpt2_chat.backends.embedded.runtime import Limits
-from gpt2_chat.bench.models import Shape, write_random_model
-from gpt2_chat.bench.tables import Budget, Call, CostModel, Figure, figure, figure_cost
+from gpt2_chat.bench.tables import (
+    Budget,
+    Call,
+    CostModel,
+    Figure,
+    context_cap,
+    figure,
+    figure_cost,
+)
 from gpt2_chat.client.canister import CanisterError, Gpt2Canister, ModelInfo, Sampling
+from gpt2_chat.client.random_model import Shape, prepare_random
 from gpt2_chat.client.upload import upload_model
 from gpt2_chat.errors import BackendError, InstructionLimitExceeded
 from gpt2_chat.identity import default_identity
@@ -274,10 +282,15 @@ class Validation:
         return self.tokens_returned == self.tokens_expected
 
     @property
+    def fits(self) -> bool:
+        """The figure held: every token came back and the instructions are within budget."""
+        return self.within_budget and self.delivered
+
+    @property
     def next_fits(self) -> bool:
         """Whether the measurement leaves room for one more token: the figure is too low."""
         m = self.measured_instructions
-        if m is None or self.capped_by_context:
+        if not self.fits or m is None or self.capped_by_context:
             return False
         return m + self.next_token_instructions <= self.budget
 
@@ -295,6 +308,7 @@ class Validation:
         d.update(
             within_budget=self.within_budget,
             delivered=self.delivered,
+            fits=self.fits,
             next_fits=self.next_fits,
             model_error=None if err is None else round(err, 5),
         )
@@ -389,15 +403,21 @@ def checked_figure(
     b: Budget,
     vocab: int,
     log: Log | None = None,
-    attempts: int = 3,
+    attempts: int = 8,
 ) -> tuple[Figure, list[Validation]]:
-    """Validates `fig`. When the measurement shows the model was off by a token or more (over
-    the budget, or room for another token), the figure is corrected from the measurement
-    (the model only supplies the increments) and checked again, up to `attempts` calls.
-    Returns the final figure, the most tokens measured within the budget, and every check."""
+    """Checks `fig` with real calls and corrects it until a value that `fits` (delivered its
+    tokens within the budget) sits next to one that does not, or the context is full.
+
+    Each check brackets the answer: a fit raises the floor, anything else (over the budget,
+    past the limit, refused, fewer tokens) lowers the ceiling. The next value comes from the
+    model anchored on a fitting measurement, and from halving the bracket otherwise; at most
+    `attempts` checks. Returns the largest value that fit (0 if none did: the table then
+    claims nothing it did not see) and every check, the final figure's check last."""
     say = log or (lambda _m: None)
     tried: dict[int, tuple[Figure, Validation]] = {}
     checks: list[Validation] = []
+    floor: int | None = None  # the most tokens seen to fit
+    ceiling: int | None = None  # the fewest tokens seen not to
     current = fig
     for attempt in range(attempts):
         how = "with real calls" if attempt == 0 else f"(corrected from {checks[-1].value})"
@@ -405,45 +425,71 @@ def checked_figure(
         v = validate(bc, model, current, b, vocab)
         checks.append(v)
         tried[current.value] = (current, v)
-        m = v.measured_instructions
-        if m is None:  # ran past the limit: the model cannot anchor on it
-            if current.value == 0:
+        if v.fits:
+            floor = current.value
+            if not v.next_fits:
                 break
-            n = current.value - 1
-            nxt = replace(
-                current, value=n, predicted=figure_cost(model, current.kind, current.prompt, n)
-            )
-        elif not v.within_budget or (v.next_fits and v.delivered):
-            nxt = figure(model, b, current.kind, current.prompt, anchor=(current.value, m))
-            if v.within_budget:
-                nxt = nxt if nxt.value > current.value else _plus(model, current, 1)
-            elif nxt.value >= current.value:
-                nxt = _plus(model, current, -1)
         else:
+            ceiling = current.value
+        if floor is not None and ceiling is not None and ceiling - floor <= 1:
             break
-        if nxt.value in tried or nxt.value < 0:
+        n = _next_value(model, b, current, v, floor, ceiling)
+        if n is None or n in tried:
             break
-        current = nxt
-    fitting = [n for n, (_, v) in tried.items() if v.within_budget]
-    best = max(fitting) if fitting else min(tried)
-    final, v = tried[best]
-    over = tried.get(best + 1)
+        current = _plus(model, current, n - current.value)
+    if floor is None:
+        final = replace(fig, value=0, predicted=0.0)
+        return final, checks
+    final, v = tried[floor]
+    over = tried.get(floor + 1)
     if over is not None and v.measured_instructions is not None:
         # One more token was measured too: what it really adds, instead of the model's guess.
         m_next = over[1].measured_instructions
-        if m_next is not None:
+        if m_next is not None and over[1].delivered:
             v.next_token_instructions = m_next - v.measured_instructions
         else:
-            v.next_token_instructions = b.limit  # it ran past the limit
+            v.next_token_instructions = b.limit  # it ran past the limit or was refused
     if checks[-1] is not v:
         checks.remove(v)
         checks.append(v)  # the final check last
     return final, checks
 
 
+def _next_value(
+    model: CostModel,
+    b: Budget,
+    current: Figure,
+    v: Validation,
+    floor: int | None,
+    ceiling: int | None,
+) -> int | None:
+    """The value to check next, strictly inside the bracket; None when there is none."""
+    lo = -1 if floor is None else floor
+    hi = current.value + 2 * max(1, current.value // 16) if ceiling is None else ceiling
+    if hi - lo <= 1:
+        return None
+    m = v.measured_instructions
+    guess: int | None = None
+    if m is not None and v.delivered:  # a whole measurement: the model supplies increments
+        guess = figure(model, b, current.kind, current.prompt, anchor=(current.value, m)).value
+    elif floor is None:
+        # Nothing fit yet: a little lower than what failed (a refusal's partial
+        # measurement says nothing about the whole figure).
+        guess = current.value - max(1, current.value // 32)
+    if guess is None or not lo < guess < hi:
+        guess = (lo + hi) // 2 if floor is not None or ceiling is None else hi - 1
+        guess = max(lo + 1, min(guess, hi - 1))
+    return guess if guess >= 0 else None
+
+
 def _plus(model: CostModel, fig: Figure, k: int) -> Figure:
     n = fig.value + k
-    return replace(fig, value=n, predicted=figure_cost(model, fig.kind, fig.prompt, n))
+    return replace(
+        fig,
+        value=n,
+        predicted=figure_cost(model, fig.kind, fig.prompt, n),
+        capped_by_context=n >= context_cap(model, fig.kind, fig.prompt),
+    )
 
 
 # --- bigger shapes: do they load? -----------------------------------------------------------
@@ -468,7 +514,7 @@ def check_shape(
     began = time.perf_counter()
     try:
         say(f"{shape.name}: writing the int8 file")
-        prepared = write_random_model(path, shape, "int8", seed)
+        prepared = prepare_random(shape, path, "int8", seed)
         out["file_bytes"] = prepared.size
         out["write_seconds"] = round(time.perf_counter() - began, 1)
         bc = BenchCanister(state, wasm)

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from safetensors import safe_open
 
-from gpt2_chat.client.prepare import SCALE_SUFFIX, Gpt2Config
+from gpt2_chat.client.model_format import SCALE_SUFFIX, Gpt2Config
 
 F32 = npt.NDArray[np.float32]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2_chat.bench.tables import KV_PROMPTS, MARGIN, SHORT_PROMPT
+from gpt2_chat.client.cycles import FEE_SCHEDULE
 
 MARKDOWN = "benchmarks.md"
 PLOT = "benchmarks.png"
@@ -28,6 +29,14 @@ def _mb(n: float | None) -> str:
 
 def _gib(n: float | None) -> str:
     return "—" if n is None else f"{n / 1024**3:.2f} GiB"
+
+
+def _times(ratio: float | None) -> str:
+    return "—" if ratio is None else f"{ratio}×"
+
+
+def _cycles(n: float | None) -> str:
+    return "—" if n is None else f"{n / 1e9:.1f}B"
 
 
 def _row(cells: list[Any]) -> str:
@@ -130,22 +139,42 @@ def markdown(report: dict[str, Any]) -> str:
         _row(
             [
                 "native ÷ embedded",
-                *[f"{by_dtype[d].get('ratio')}×" for d in dtypes],
+                *[_times(by_dtype[d].get("ratio")) for d in dtypes],
                 "—",
                 f"≤ {ratio_target}×" if ratio_target else "—",
                 f"≤ {ratio_target}×" if ratio_target else "—",
             ]
         )
     )
+    per_call = {by_dtype[d].get("cycles_tokens_per_call") for d in dtypes} - {None}
+    metric(
+        "cycles per 1,000 generated tokens"
+        + (f" ({per_call.pop()} per call)" if len(per_call) == 1 else ""),
+        "cycles_per_1000_tokens",
+        _cycles,
+    )
     metric("heap: weights + a full context's KV cache", "heap_bytes", _mb)
     metric("wasm memory after loading", "wasm_memory_bytes", _mb)
+    skipped = {
+        str(by_dtype[d]["native_skipped"]) for d in dtypes if by_dtype[d].get("native_skipped")
+    }
     lines += [
         "",
-        "Native runtime: "
-        + "; ".join(f"{d}: {by_dtype[d].get('native_runtime')}" for d in dtypes)
-        + ". Greedy tokens equal to the canister's over the first "
-        + ", ".join(f"{by_dtype[d].get('native_greedy_agreement')} ({d})" for d in dtypes)
-        + " decode steps.",
+        (
+            f"Native comparison skipped: {', '.join(sorted(skipped))}."
+            if skipped
+            else "Native runtime: "
+            + "; ".join(f"{d}: {by_dtype[d].get('native_runtime')}" for d in dtypes)
+            + "."
+        )
+        + " Greedy tokens equal to the canister's over the first "
+        + ", ".join(f"{by_dtype[d].get('reference_greedy_agreement')} ({d})" for d in dtypes)
+        + " decode steps ("
+        + "; ".join(sorted({str(by_dtype[d].get("reference_runtime")) for d in dtypes}))
+        + ").",
+        "",
+        f"Cycles: decode instructions per token at the app's default tokens per call, with "
+        f"the fees of {FEE_SCHEDULE} (`client/cycles.py`); an estimate, not a bill.",
     ]
     shapes: list[dict[str, Any]] = report.get("shapes", [])
     if shapes:
@@ -217,12 +246,15 @@ def _method(report: dict[str, Any]) -> list[str]:
         "`model_inference(1, prompt + outputs so far)` per token, summed.",
         "- The figures come from a cost model fitted to measured calls (prefill: per call, per "
         "token and per earlier position; generate: per call, per token and per position) and are "
-        "then checked with real calls under the limit (below). A check whose measurement "
-        "shows room for one more token, or no room for the last, corrects the figure and is "
-        "checked again.",
+        "then checked with real calls under the limit (below). A figure is the most tokens "
+        "a check saw *fit* (every token returned, instructions within the budget); a check "
+        "that shows room for one more, runs over, or is refused by the canister corrects "
+        "it and is checked again, until the value above it was seen not to fit or the model "
+        "leaves no room for another token.",
         "- Native: the same weights in onnxruntime (decode graph with KV cache built with "
-        "onnx.helper; int8 as `MatMulInteger` with 8-bit dynamic activations) on one thread; "
-        "numpy when onnxruntime is not installed.",
+        "onnx.helper; int8 as `MatMulInteger` with 8-bit dynamic activations) on one thread. "
+        "Without onnxruntime there is no native speed comparison; a numpy reference still "
+        "checks the greedy tokens.",
     ]
 
 
@@ -250,7 +282,7 @@ def _validations(results: list[dict[str, Any]]) -> list[str]:
                         if measured is None
                         else f"{measured / 1e9:.3f}B of {v['budget'] / 1e9:g}B",
                         "—" if err is None else f"{err * 100:+.2f}%",
-                        "yes" if v["within_budget"] and v["delivered"] else "**no**",
+                        "yes" if v["fits"] else "**no**",
                         "**yes**" if v["next_fits"] else "no",
                         v.get("note", ""),
                     ]

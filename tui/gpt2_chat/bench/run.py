@@ -16,7 +16,6 @@ from typing import Any
 from gpt2_chat.backends.embedded.backend import shipped_wasm
 from gpt2_chat.bench import canister_runs, native
 from gpt2_chat.bench.machine import machine_info
-from gpt2_chat.bench.models import BIG_SHAPES, DEFAULT_SEED, GPT2, Shape, write_random_model
 from gpt2_chat.bench.tables import (
     IC_BUDGETS,
     KV_PROMPTS,
@@ -26,8 +25,22 @@ from gpt2_chat.bench.tables import (
     figure_cost,
     figures,
 )
+from gpt2_chat.client.cycles import cost_per_1000_tokens
+from gpt2_chat.client.random_model import (
+    GPT2,
+    GPT2_LARGE,
+    GPT2_MEDIUM,
+    GPT2_XL,
+    Shape,
+    prepare_random,
+)
+from gpt2_chat.settings import Settings
 
 Log = Callable[[str], None]
+
+#: The cycles row assumes the app's default generate calls.
+CYCLES_TOKENS_PER_CALL = Settings().tokens_per_call
+NATIVE_SKIPPED = "onnxruntime is not installed (pip install 'gpt2-chat[bench]')"
 
 #: What the seed measured (tract + SIMD, 20B limit), shown beside ours.
 SEED_REFERENCE: dict[str, Any] = {
@@ -65,9 +78,7 @@ class Options:
     shape: Shape = GPT2
     dtypes: tuple[str, ...] = ("f32", "int8")
     budgets: tuple[Budget, ...] = IC_BUDGETS
-    big_shapes: tuple[Shape, ...] = BIG_SHAPES
-    #: "onnxruntime" (numpy when it is not installed) or "numpy".
-    native: str = "onnxruntime"
+    big_shapes: tuple[Shape, ...] = (GPT2_MEDIUM, GPT2_LARGE, GPT2_XL)
     #: Check every figure with real calls; otherwise one per table and limit.
     validate_all: bool | None = None
     prefill_tokens: int = 128
@@ -75,7 +86,7 @@ class Options:
     decode_tokens: int = 32
     #: Wall-clock decode runs of each runtime (the best counts).
     speed_rounds: int = 3
-    seed: int = DEFAULT_SEED
+    seed: int = 20240601
     wasm: bytes | None = None
     work_dir: Path | None = None
 
@@ -128,8 +139,8 @@ def _one_dtype(options: Options, dtype: str, wasm: bytes, work: Path, say: Log) 
     log = _prefixed(say, f"{shape.name} {dtype}: ")
     began = time.perf_counter()
     log("writing the checkpoint")
-    prepared = write_random_model(
-        work / f"{shape.name}-{dtype}.safetensors", shape, dtype, options.seed
+    prepared = prepare_random(
+        shape, work / f"{shape.name}-{dtype}.safetensors", dtype, options.seed
     )
     bc = canister_runs.BenchCanister(work / f"state-{dtype}", wasm)
     try:
@@ -175,21 +186,24 @@ def _one_dtype(options: Options, dtype: str, wasm: bytes, work: Path, say: Log) 
         canister_seconds = time.perf_counter() - began
 
         # Wall clock: the embedded canister and the native runtime in turns, best of
-        # `speed_rounds` each (the machine may be busy with other work).
-        log("decode speed: embedded canister and native runtime in turns")
+        # `speed_rounds` each (the machine may be busy with other work). Without onnxruntime
+        # there is no native speed to compare with: the numpy reference only checks tokens.
         weights = native.load_weights(prepared.path)
-        runtime = native.open_runtime(weights, options.native)
+        fast = native.OnnxRuntime(weights) if native.onnxruntime_available() else None
+        reference = fast or native.NumpyRuntime(weights)
         prompt = canister_runs.prompt_tokens(options.decode_prompt, shape.vocab_size)
+        log("decode speed: embedded canister" + (" and onnxruntime in turns" if fast else ""))
         embedded_runs: list[float] = []
         native_runs: list[float] = []
-        ref: native.NativeResult | None = None
         for _ in range(options.speed_rounds):
             tokens, seconds = canister_runs.timed_decode(bc, prompt, options.decode_tokens)
             embedded_runs.append(len(tokens) / seconds)
-            ref = native.greedy_decode(runtime, prompt, options.decode_tokens)
-            native_runs.append(ref.tokens_per_second)
-        assert ref is not None
-        del runtime, weights
+            if fast is not None:
+                native_runs.append(
+                    native.greedy_decode(fast, prompt, options.decode_tokens).tokens_per_second
+                )
+        ref = native.greedy_decode(reference, prompt, options.decode_tokens)
+        del fast, reference, weights
     finally:
         bc.close()
     prepared.path.unlink()
@@ -199,7 +213,8 @@ def _one_dtype(options: Options, dtype: str, wasm: bytes, work: Path, say: Log) 
         if a != b_:
             break
         agree += 1
-    tps, native_tps = max(embedded_runs), max(native_runs)
+    tps = max(embedded_runs)
+    native_tps = max(native_runs) if native_runs else None
     result: dict[str, Any] = {
         "dtype": dtype,
         "model": shape.name,
@@ -210,15 +225,22 @@ def _one_dtype(options: Options, dtype: str, wasm: bytes, work: Path, say: Log) 
     result.update(
         {
             "tokens_per_second": round(tps, 2),
-            "native_tokens_per_second": round(native_tps, 2),
-            "ratio": round(native_tps / tps, 2) if tps else None,
+            "native_tokens_per_second": None if native_tps is None else round(native_tps, 2),
+            "ratio": round(native_tps / tps, 2) if native_tps is not None and tps else None,
+            "native_skipped": None if native_runs else NATIVE_SKIPPED,
+            # From the per-token figure as reported, so a reader can redo the sum.
+            "cycles_per_1000_tokens": cost_per_1000_tokens(
+                round(cal.decode_instructions_per_token), CYCLES_TOKENS_PER_CALL
+            ),
+            "cycles_tokens_per_call": CYCLES_TOKENS_PER_CALL,
             "heap_bytes": info.weights_heap_bytes + cal.kv_bytes_full_context,
             "weights_heap_bytes": info.weights_heap_bytes,
             "kv_bytes_full_context": cal.kv_bytes_full_context,
             "wasm_memory_bytes": memory,
             "file_bytes": prepared.size,
-            "native_runtime": ref.runtime,
-            "native_greedy_agreement": f"{agree}/{len(ref.tokens)}",
+            "native_runtime": ref.runtime if native_runs else None,
+            "reference_runtime": ref.runtime,
+            "reference_greedy_agreement": f"{agree}/{len(ref.tokens)}",
             "tokens_per_second_runs": [round(x, 2) for x in embedded_runs],
             "native_tokens_per_second_runs": [round(x, 2) for x in native_runs],
             "lm_head_instructions": cal.head_instructions,

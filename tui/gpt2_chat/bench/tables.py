@@ -168,6 +168,11 @@ def figure_key(kind: str, prompt: int, label: str) -> str:
     return f"new_tokens_{prompt}_prompt_{kind}_{label}"
 
 
+def context_cap(model: CostModel, kind: str, prompt: int) -> int:
+    """The most tokens figure `kind` can have before the context is full."""
+    return model.n_ctx - (0 if kind == "max_prompt" else prompt)
+
+
 def figure(
     model: CostModel,
     b: Budget,
@@ -179,7 +184,7 @@ def figure(
     """The most tokens of `kind` that fit in `b`. With `anchor` = (n, measured instructions
     at n), costs are the measurement plus the model's increments from n; `scale` multiplies
     the model's costs (the ratio a real call of a sibling figure measured)."""
-    cap = model.n_ctx - (0 if kind == "max_prompt" else prompt)
+    cap = context_cap(model, kind, prompt)
     shift = 0.0
     if anchor is not None:
         shift = anchor[1] - figure_cost(model, kind, prompt, anchor[0]) * scale

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: Where the fees below come from, for reports that cite them.
+FEE_SCHEDULE = (
+    "a 13-node application subnet (the IC's cycles cost table, "
+    "https://internetcomputer.org/docs/building-apps/essentials/gas-cost)"
+)
 #: `update_message_execution_fee`
 UPDATE_MESSAGE_FEE = 5_000_000
 #: `ten_update_instructions_execution_fee`: 4 cycles per 10 instructions.

@@ -1,12 +1,13 @@
 """Turn a GPT-2 checkpoint into a canister-ready safetensors file (`gpt2-chat prepare`).
 
 Input: a `save_pretrained` directory (`config.json` + `model.safetensors`), a single
-`.safetensors` file, or a Hugging Face model id (downloaded with plain urllib, resumable).
+`.safetensors` file, or a Hugging Face model id (downloaded by `hub`: cached, resumable, at
+one commit).
 Output: F32 tensors under the canister's names (`wte.weight`, `h.0.ln_1.weight`, ...), no
 causal-mask buffers, `lm_head.weight` only when it is not tied to `wte.weight`, sorted by
 name, with the GPT-2 config in `__metadata__` so the canister never has to guess it.
-The same input always gives the same bytes (the header is canonical JSON, nothing depends on
-time or dict order), so a sha256 identifies a prepared model.
+The same input always gives the same bytes (see `safetensors_writer`), so a sha256
+identifies a prepared model. `prepare_random` writes the same format from random weights.
 
 Peak memory is about twice the largest tensor (wte, plus lm_head when the checkpoint has
 one), not the whole model: tensors are read, checked and written one at a time. For
@@ -16,61 +17,57 @@ add one half-size copy of the tensor being converted.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import json
 import math
 import os
 import re
-import secrets
 import struct
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import platformdirs
 
-from gpt2_chat.errors import UserError
+from gpt2_chat.client.hub import download, is_model_id
+from gpt2_chat.client.model_format import (
+    FORMAT,
+    SUPPORTED_DTYPES,
+    Cancel,
+    Gpt2Config,
+    PrepareCancelled,
+    PreparedModel,
+    PrepareError,
+    Progress,
+    encode,
+    expected_shape,
+    output_layout,
+    required_tensors,
+)
+from gpt2_chat.client.random_model import SHAPES, prepare_random
+from gpt2_chat.client.safetensors_writer import write_safetensors
 
 __all__ = [
-    "DEFAULT_ENDPOINT",
-    "DOWNLOAD_TIMEOUT",
     "FORMAT",
+    "SHAPES",
     "SUPPORTED_DTYPES",
     "Gpt2Config",
+    "PrepareCancelled",
     "PrepareError",
     "PreparedModel",
     "Progress",
-    "default_cache_dir",
     "download",
     "prepare",
+    "prepare_random",
 ]
 
-Progress = Callable[[str, int, int], None]
-"""`progress(stage, done, total)`; stages are ``"download <file>"`` (bytes; total 0 when the
-server does not say) and ``"write"`` (bytes of the output file)."""
-
-DEFAULT_ENDPOINT = "https://huggingface.co"
-# Seconds to wait for a connection or for the next bytes of a response, not for a whole file.
-DOWNLOAD_TIMEOUT = 30.0
-SUPPORTED_DTYPES = ("f32", "int8")
-FORMAT = "gpt2-chat"
-
-_USER_AGENT = "gpt2-chat/0.1 (+urllib)"
-_CHUNK = 1 << 20
 # The safetensors crate refuses bigger headers; a bigger one means a corrupt file.
 _MAX_HEADER = 100_000_000
 _PREFIX = "transformer."
 # Causal-mask buffers older transformers versions saved; not weights.
 _IGNORED = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
 _BLOCK = re.compile(r"h\.(\d+)\.(.+)")
-_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 # GPT-2's GELU is the tanh approximation; transformers has two names for it.
 _ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")
 
@@ -82,59 +79,27 @@ _ITEMSIZE = {
 _READ_AS = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
 
 
-class PrepareError(UserError):
-    """The checkpoint cannot be prepared; the message says why and names the tensor or file."""
-
-
-@dataclass(frozen=True)
-class Gpt2Config:
-    n_layer: int
-    n_head: int
-    n_embd: int
-    n_inner: int
-    vocab_size: int
-    n_ctx: int
-    layer_norm_epsilon: float
-
-    def metadata(self) -> dict[str, str]:
-        return {
-            "n_layer": str(self.n_layer),
-            "n_head": str(self.n_head),
-            "n_embd": str(self.n_embd),
-            "n_inner": str(self.n_inner),
-            "vocab_size": str(self.vocab_size),
-            "n_ctx": str(self.n_ctx),
-            # repr round-trips exactly and the canister's f32 parser reads it ("1e-05").
-            "layer_norm_epsilon": repr(self.layer_norm_epsilon),
-        }
-
-
-@dataclass(frozen=True)
-class PreparedModel:
-    path: Path
-    size: int
-    sha256: str
-    config: Gpt2Config
-    dtype: str
-
-
 def prepare(
     source: str,
     output: Path,
     *,
     dtype: str = "f32",
     progress: Progress | None = None,
+    cancel: Cancel | None = None,
+    revision: str = "main",
     cache_dir: Path | None = None,
 ) -> PreparedModel:
     """Validate the GPT-2 checkpoint `source` and write it canister-ready to `output`.
 
     `source` is a directory (`config.json` + `model.safetensors`), a `.safetensors` file, or a
-    Hugging Face model id such as ``gpt2`` (downloaded to ``cache_dir/<id>``; see `download`).
-    `output` appears atomically and only if every check passes.
+    Hugging Face model id such as ``gpt2`` at `revision` (see `hub.download`; `cache_dir`
+    None is the hub's own cache).
+    `output` appears atomically and only if every check passes. Cancelling (`cancel`,
+    checked between tensors) raises `PrepareCancelled` and leaves no output.
     """
     if dtype not in SUPPORTED_DTYPES:
         raise PrepareError(f"{dtype} is not supported; choose one of {', '.join(SUPPORTED_DTYPES)}")
-    weights, config_json = _resolve(source, cache_dir, progress)
+    weights, config_json, origin = _resolve(source, revision, cache_dir, progress, cancel)
     st = _Safetensors(weights)
     tensors = _rename(st)
     if config_json is not None:
@@ -153,11 +118,15 @@ def prepare(
             f"{config_json}: tie_word_embeddings is false but {st.path} has no lm_head.weight"
         )
 
-    # A local checkpoint is named by its file or folder name, not its path, so the same
-    # checkpoint prepares to the same bytes wherever it sits.
-    origin = source if _is_model_id(source) else Path(source).name
     metadata = {**config.metadata(), "format": FORMAT, "source": origin, "dtype": dtype}
-    size, digest = _write(output, st.path, tensors, metadata, progress, int8=dtype == "int8")
+    layout = output_layout({name: t.shape for name, t in tensors.items()}, dtype)
+
+    def values(name: str) -> Iterator[npt.NDArray[np.float32]]:
+        yield _read_finite(st.path, tensors[name])
+
+    size, digest = write_safetensors(
+        output, layout, metadata, encode(layout, values), progress=progress, cancel=cancel
+    )
     return PreparedModel(path=output, size=size, sha256=digest, config=config, dtype=dtype)
 
 
@@ -165,30 +134,29 @@ def prepare(
 
 
 def _resolve(
-    source: str, cache_dir: Path | None, progress: Progress | None
-) -> tuple[Path, Path | None]:
-    """(weights file, config.json or None) for `source`, downloading a model id if needed."""
+    source: str,
+    revision: str,
+    cache_dir: Path | None,
+    progress: Progress | None,
+    cancel: Cancel | None,
+) -> tuple[Path, Path | None, str]:
+    """(weights file, config.json or None, origin) for `source`, downloading a model id if
+    needed. The origin names a download by id and commit, a local checkpoint by its file or
+    folder name, not its path, so it prepares to the same bytes wherever it sits."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return _from_directory(path)
+        return (*_from_directory(path), path.name)
     if path.is_file():
         if path.suffix != ".safetensors":
             raise PrepareError(
                 f"{source}: not a .safetensors file; pass a safetensors file, a directory "
                 "holding config.json and model.safetensors, or a Hugging Face model id"
             )
-        return path, None
-    if _is_model_id(source):
-        return _from_directory(download(source, cache_dir, progress=progress))
+        return path, None, path.name
+    if is_model_id(source):
+        got = download(source, cache_dir, revision=revision, progress=progress, cancel=cancel)
+        return (*_from_directory(got.directory), f"{source}@{got.commit}")
     raise PrepareError(f"{source}: no such file or directory (and not a Hugging Face model id)")
-
-
-def _is_model_id(source: str) -> bool:
-    return (
-        _MODEL_ID.fullmatch(source) is not None
-        and ".." not in source
-        and not source.endswith((".safetensors", ".json", ".bin"))
-    )
 
 
 def _from_directory(directory: Path) -> tuple[Path, Path | None]:
@@ -429,55 +397,13 @@ def _infer_config(path: Path, tensors: dict[str, _Tensor], meta: dict[str, str])
     return Gpt2Config(n_layer, n_head, n_embd, n_inner, vocab_size, n_ctx, eps)
 
 
-_BLOCK_SHAPES: dict[str, Callable[[int, int], tuple[int, ...]]] = {
-    # Conv1D weights are stored [in, out].
-    "ln_1.weight": lambda e, f: (e,),
-    "ln_1.bias": lambda e, f: (e,),
-    "attn.c_attn.weight": lambda e, f: (e, 3 * e),
-    "attn.c_attn.bias": lambda e, f: (3 * e,),
-    "attn.c_proj.weight": lambda e, f: (e, e),
-    "attn.c_proj.bias": lambda e, f: (e,),
-    "ln_2.weight": lambda e, f: (e,),
-    "ln_2.bias": lambda e, f: (e,),
-    "mlp.c_fc.weight": lambda e, f: (e, f),
-    "mlp.c_fc.bias": lambda e, f: (f,),
-    "mlp.c_proj.weight": lambda e, f: (f, e),
-    "mlp.c_proj.bias": lambda e, f: (e,),
-}
-
-
-def _required(c: Gpt2Config) -> Iterator[str]:
-    yield from ("wte.weight", "wpe.weight")
-    for i in range(c.n_layer):
-        yield from (f"h.{i}.{p}" for p in _BLOCK_SHAPES)
-    yield from ("ln_f.weight", "ln_f.bias")
-
-
-def _expected_shape(name: str, c: Gpt2Config) -> tuple[int, ...] | None:
-    """Shape of tensor `name` in a model with config `c`; None if it has no such tensor."""
-    e = c.n_embd
-    top = {
-        "wte.weight": (c.vocab_size, e),
-        "lm_head.weight": (c.vocab_size, e),
-        "wpe.weight": (c.n_ctx, e),
-        "ln_f.weight": (e,),
-        "ln_f.bias": (e,),
-    }
-    if name in top:
-        return top[name]
-    m = _BLOCK.fullmatch(name)
-    if m is None or int(m.group(1)) >= c.n_layer or m.group(2) not in _BLOCK_SHAPES:
-        return None
-    return _BLOCK_SHAPES[m.group(2)](e, c.n_inner)
-
-
 def _check(path: Path, tensors: dict[str, _Tensor], c: Gpt2Config) -> None:
     """Names, shapes and dtypes against the config; values are checked while writing."""
-    for name in _required(c):
+    for name in required_tensors(c):
         if name not in tensors:
             raise PrepareError(f"{path}: missing tensor {name}")
     for name, t in sorted(tensors.items()):
-        want = _expected_shape(name, c)
+        want = expected_shape(name, c)
         if want is None:
             raise PrepareError(
                 f"{path}: unexpected tensor {t.name} (not part of a GPT-2 with n_layer={c.n_layer})"
@@ -493,303 +419,10 @@ def _check(path: Path, tensors: dict[str, _Tensor], c: Gpt2Config) -> None:
             )
 
 
-# --- writing -----------------------------------------------------------------------------------
-
-
-#: Weight matrices that `--dtype int8` stores as int8 with per-output-channel scales.
-_INT8_MATRICES = (
-    "attn.c_attn.weight",
-    "attn.c_proj.weight",
-    "mlp.c_fc.weight",
-    "mlp.c_proj.weight",
-)
-_EMBEDDINGS = ("wte.weight", "lm_head.weight")
-#: The canister reads an int8 matrix's scales from `<name>_scale` (F32, one per output).
-SCALE_SUFFIX = "_scale"
-
-
-def _is_int8_matrix(name: str) -> bool:
-    return name in _EMBEDDINGS or name.endswith(_INT8_MATRICES)
-
-
-def quantize_int8(
-    a: npt.NDArray[np.float32], output_axis: int
-) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
-    """Symmetric int8 per output channel: scale = max|w| / 127, q = round(w / scale)."""
-    reduce_axis = 1 - output_axis
-    scales = (np.abs(a).max(axis=reduce_axis) / 127.0).astype(np.float32)
-    divisor = np.where(scales > 0, scales, np.float32(1.0))
-    divisor = divisor[None, :] if output_axis == 1 else divisor[:, None]
-    q = np.clip(np.rint(a / divisor), -127, 127).astype(np.int8)
-    return q, scales
-
-
-def _layout(tensors: dict[str, _Tensor], int8: bool) -> list[tuple[str, str, tuple[int, ...]]]:
-    """(name, dtype, shape) of every tensor of the output file, sorted by name."""
-    out: list[tuple[str, str, tuple[int, ...]]] = []
-    for name, t in tensors.items():
-        if int8 and _is_int8_matrix(name):
-            outputs = t.shape[0] if name in _EMBEDDINGS else t.shape[1]
-            out.append((name, "I8", t.shape))
-            out.append((name + SCALE_SUFFIX, "F32", (outputs,)))
-        else:
-            out.append((name, "F32", t.shape))
-    return sorted(out)
-
-
-def _write(
-    output: Path,
-    source: Path,
-    tensors: dict[str, _Tensor],
-    metadata: dict[str, str],
-    progress: Progress | None,
-    int8: bool = False,
-) -> tuple[int, str]:
-    """Write `tensors` sorted by name to `output` atomically; (size, sha256 hex).
-
-    Everything is F32, except that with `int8` the weight matrices become I8 values plus
-    F32 scales. Peak memory: about two copies of the largest tensor."""
-    layout = _layout(tensors, int8)
-    header: dict[str, Any] = {"__metadata__": metadata}
-    offset = 0
-    for name, dtype, shape in layout:
-        size = math.prod(shape) * (1 if dtype == "I8" else 4)
-        header[name] = {
-            "dtype": dtype,
-            "shape": list(shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    blob = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    blob += b" " * (-len(blob) % 8)  # safetensors pads so the data starts 8-byte aligned
-    total = 8 + len(blob) + offset
-
-    # Same directory so the final rename is atomic; O_EXCL + default mode keeps the umask.
-    tmp = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as e:
-        raise PrepareError(f"cannot write {output}: {e}") from e
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as f:
-            done = 0
-
-            def emit(data: memoryview | bytes) -> None:
-                nonlocal done
-                f.write(data)
-                digest.update(data)
-                done += len(data)
-
-            emit(struct.pack("<Q", len(blob)))
-            emit(blob)
-            # Scales sort right after their matrix, so one quantization serves both.
-            pending_scales: npt.NDArray[np.float32] | None = None
-            for name, dtype, _shape in layout:
-                if name.endswith(SCALE_SUFFIX) and pending_scales is not None:
-                    emit(pending_scales.tobytes())
-                    pending_scales = None
-                    continue
-                t = tensors[name]
-                a = _read_f32(source, t)
-                finite = np.isfinite(a)
-                if not finite.all():
-                    bad = a.size - int(np.count_nonzero(finite))
-                    raise PrepareError(
-                        f"{source}: tensor {t.name} has {bad} NaN or infinite values"
-                    )
-                del finite
-                if dtype == "I8":
-                    q, pending_scales = quantize_int8(a, 0 if name in _EMBEDDINGS else 1)
-                    emit(q.tobytes())
-                    del q
-                else:
-                    emit(a.data.cast("B"))
-                if progress is not None:
-                    progress("write", done, total)
-                del a
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, output)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise PrepareError(f"cannot write {output}: {e}") from e
-    except BaseException:  # incl. an exception from `progress`, e.g. to cancel
-        tmp.unlink(missing_ok=True)
-        raise
-    return total, digest.hexdigest()
-
-
-# --- downloading -------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """Where downloaded checkpoints go: ``<user cache>/gpt2-chat/hub`` (one folder per id)."""
-    return Path(platformdirs.user_cache_dir("gpt2-chat")) / "hub"
-
-
-def download(
-    model_id: str,
-    cache_dir: Path | None = None,
-    *,
-    progress: Progress | None = None,
-    timeout: float = DOWNLOAD_TIMEOUT,
-) -> Path:
-    """Fetch `config.json` and `model.safetensors` of `model_id`; return their directory.
-
-    Files come from ``$HF_ENDPOINT/<id>/resolve/main/`` (default https://huggingface.co, with
-    ``$HF_TOKEN`` as a bearer token) into ``cache_dir/<id>/``. A file already there is used as
-    it is (no revalidation, so this works offline); a ``.part`` left by an interrupted
-    download is resumed with a Range request when the server allows it.
-    """
-    if not _is_model_id(model_id):
-        raise PrepareError(f"{model_id!r} is not a Hugging Face model id")
-    endpoint = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or DEFAULT_ENDPOINT
-    token = os.environ.get("HF_TOKEN", "").strip() or None
-    directory = (cache_dir or default_cache_dir()) / model_id
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PrepareError(f"cannot create the download cache {directory}: {e}") from e
-    for name in ("config.json", "model.safetensors"):
-        _Fetch(
-            url=f"{endpoint}/{model_id}/resolve/main/{name}",
-            dest=directory / name,
-            label=f"cannot download {model_id} from {endpoint}",
-            token=token,
-            timeout=timeout,
-            progress=progress,
-        ).run()
-    return directory
-
-
-class _NoAuthAcrossHosts(urllib.request.HTTPRedirectHandler):
-    """The hub redirects weights to a CDN; the token is for the hub only."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: http.client.HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and (
-            urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc
-        ):
-            new.remove_header("Authorization")
-        return new
-
-
-_OPENER = urllib.request.build_opener(_NoAuthAcrossHosts)
-
-
-@dataclass
-class _Fetch:
-    url: str
-    dest: Path
-    label: str  # "cannot download <id> from <endpoint>"
-    token: str | None
-    timeout: float
-    progress: Progress | None
-
-    def fail(self, reason: str) -> PrepareError:
-        return PrepareError(
-            f"{self.label}: {reason}; download the checkpoint elsewhere and pass its directory"
-        )
-
-    def run(self) -> None:
-        if self.dest.is_file():
-            return
-        part = self.dest.with_name(self.dest.name + ".part")
-        # A second round only after throwing away a .part the server would not resume.
-        for _ in range(2):
-            have = part.stat().st_size if part.is_file() else 0
-            if self._round(part, have):
-                return
-            part.unlink(missing_ok=True)
-        raise self.fail(f"the server would not resume {self.dest.name}")
-
-    def _round(self, part: Path, have: int) -> bool:
-        """One request; True when `dest` is complete, False to restart from byte 0."""
-        name = self.dest.name
-        req = urllib.request.Request(self.url, headers={"User-Agent": _USER_AGENT})
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        if have:
-            req.add_header("Range", f"bytes={have}-")
-        try:
-            resp = _OPENER.open(req, timeout=self.timeout)
-        except urllib.error.HTTPError as e:
-            e.close()
-            if e.code == 416 and have:
-                # Nothing past `have`: the .part is whole if the server's size agrees.
-                if _range_total(e.headers.get("Content-Range")) == have:
-                    part.replace(self.dest)
-                    return True
-                return False
-            raise self.fail(_http_reason(e, name)) from e
-        except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
-            raise self.fail(_describe(e)) from e
-
-        with resp:
-            if resp.status == 206:
-                start = _range_start(resp.headers.get("Content-Range"))
-                if start != have:
-                    return False
-                total = _range_total(resp.headers.get("Content-Range"))
-                mode = "ab"
-            else:  # 200: the server ignored Range, start over
-                have, mode = 0, "wb"
-                length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-            done = have
-            try:
-                with part.open(mode) as f:
-                    while chunk := resp.read(_CHUNK):
-                        f.write(chunk)
-                        done += len(chunk)
-                        if self.progress is not None:
-                            self.progress(f"download {name}", done, total or 0)
-            except (OSError, http.client.HTTPException) as e:
-                of = f" of {total}" if total else ""
-                raise self.fail(
-                    f"{name} interrupted after {done}{of} bytes ({_describe(e)}); "
-                    "run again to resume"
-                ) from e
-        if total is not None and done != total:
-            raise self.fail(
-                f"{name} interrupted after {done} of {total} bytes; run again to resume"
-            )
-        part.replace(self.dest)
-        return True
-
-
-def _range_start(content_range: str | None) -> int | None:
-    m = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (content_range or "").strip())
-    return int(m.group(1)) if m else None
-
-
-def _range_total(content_range: str | None) -> int | None:
-    m = re.fullmatch(r"bytes (?:\d+-\d+|\*)/(\d+)", (content_range or "").strip())
-    return int(m.group(1)) if m else None
-
-
-def _http_reason(e: urllib.error.HTTPError, name: str) -> str:
-    reason = f"HTTP {e.code} {e.reason} for {name}"
-    if e.code in (401, 403):
-        return reason + " (gated or private model? set HF_TOKEN)"
-    if e.code == 404:
-        return reason + " (check the model id; the repository needs a model.safetensors)"
-    return reason
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, urllib.error.URLError) and not isinstance(e.reason, str):
-        e = e.reason
-    if isinstance(e, TimeoutError):
-        return "timed out"
-    return str(e) or type(e).__name__
+def _read_finite(path: Path, t: _Tensor) -> npt.NDArray[np.float32]:
+    a = _read_f32(path, t)
+    finite = np.isfinite(a)
+    if not finite.all():
+        bad = a.size - int(np.count_nonzero(finite))
+        raise PrepareError(f"{path}: tensor {t.name} has {bad} NaN or infinite values")
+    return a
