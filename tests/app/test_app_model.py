@@ -13,10 +13,13 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Button, DirectoryTree, Input, ProgressBar
+from textual.widgets import Button, DirectoryTree, Input, ProgressBar, Select
 
 from gpt2_chat.app.confirm import ConfirmScreen
+from gpt2_chat.app.fmt import short_path
+from gpt2_chat.client import random_model
 from gpt2_chat.client.canister import Gpt2Canister, LoadProgress
+from gpt2_chat.client.random_model import SHAPES, Shape
 from gpt2_chat.connect import open_backend
 from gpt2_chat.settings import Settings
 from tests.app.helpers import CHUNK, ChunkGate, RecordingApp, connected, run, shown, wait_for
@@ -480,3 +483,104 @@ def test_cancel_question_snapshot(
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
 
     assert snap_compare(RecordingApp(), terminal_size=(80, 24), run_before=before(steps))
+
+
+TINY = Shape("tiny-test", n_layer=2, n_head=2, n_embd=16, n_ctx=128)
+
+
+def test_a_demo_model_in_one_step(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(SHAPES, TINY.name, TINY)  # gpt2 itself is 500 MB
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            await pilot.press("f2")
+            # Said plainly before anyone presses it.
+            assert "talks nonsense" in shown(app, "#demo-note")
+            app.query_one("#demo-shape", Select).value = TINY.name
+            await pilot.click("#demo")
+            await wait_for(
+                pilot,
+                lambda: app.model_info is not None and app.model_info.loaded,
+                "the demo model to be written, uploaded and loaded",
+            )
+            await wait_for(pilot, lambda: not app.model_view.uploading, "the upload to end")
+            out = workdir / "models" / "tiny-test-random.safetensors"
+            assert out.is_file()
+            assert (
+                app.query_one("#model-path", Input).value == "models/tiny-test-random.safetensors"
+            )
+            assert "talks nonsense" in shown(app, "#prepare-text")
+            assert any("talks nonsense" in m for m in app.messages())
+            assert shown(app, "#canister-state").startswith("loaded: 2 layers · 16 dims")
+            assert app.messages("error") == []
+
+    run(scenario())
+
+
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    with path.open("rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    metadata: dict[str, str] = header["__metadata__"]
+    return metadata
+
+
+def test_prepare_int8_from_the_app(workdir: Path) -> None:
+    from tests.support import CLI_FIXTURE
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            await pilot.press("f2")
+            app.query_one("#prepare-dtype", Select).value = "int8"
+            source = app.query_one("#hf-source", Input)
+            source.value = str(CLI_FIXTURE)
+            source.focus()
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: not app.model_view.preparing, "prepare to finish")
+            assert app.messages("error") == []
+            out = workdir / "models" / "gpt2-random-50257-int8.safetensors"
+            assert safetensors_metadata(out)["dtype"] == "int8"
+            assert app.query_one("#model-path", Input).value == short_path(out)
+
+    run(scenario())
+
+
+def test_prepare_can_be_stopped(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(SHAPES, TINY.name, TINY)
+    first_tensor = threading.Event()
+    release = threading.Event()
+    values = random_model._values
+
+    def held_values(name: str, shape: tuple[int, ...], seed: int) -> Any:
+        if not first_tensor.is_set():
+            first_tensor.set()
+            release.wait(20)
+        return values(name, shape, seed)
+
+    monkeypatch.setattr(random_model, "_values", held_values)
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            await pilot.press("f2")
+            app.query_one("#demo-shape", Select).value = TINY.name
+            await pilot.click("#demo")
+            await wait_for(pilot, first_tensor.is_set, "the first tensor")
+            stop = app.query_one("#prepare-stop", Button)
+            assert app.focused is stop  # Demo is disabled now; Stop is live
+            await pilot.click("#prepare-stop")
+            release.set()
+            await wait_for(pilot, lambda: not app.model_view.preparing, "prepare to stop")
+            assert shown(app, "#prepare-text") == "stopped: nothing was written"
+            assert not list((workdir / "models").glob("*"))
+            assert app.messages("error") == []
+            assert not app.model_view.uploading
+
+    try:
+        run(scenario())
+    finally:
+        release.set()
