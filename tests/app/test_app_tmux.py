@@ -123,7 +123,8 @@ def test_upload_kill_resume_chat_and_quit_in_a_real_terminal(
 ) -> None:
     command = str(gpt2_chat_command())
 
-    # 1. Start; choose the model file on the Model tab; kill the app mid-upload.
+    # 1. Start; choose the model file on the Model tab; start it with the Upload button,
+    #    pause with Esc, resume with Enter on the focused Resume; kill the app mid-upload.
     terminal.start(command)
     terminal.wait_for("embedded runtime (not a replica)")
     terminal.wait_for("no model (F2 to upload one)")
@@ -131,9 +132,16 @@ def test_upload_kill_resume_chat_and_quit_in_a_real_terminal(
     terminal.wait_for("^o Browse")  # the footer shows the model tab's keys: the path has focus
     terminal.type(local_model.name)
     terminal.wait_for(f"{local_model.stat().st_size:,} bytes")
-    terminal.keys("Enter")
+    terminal.keys("Tab", "Tab", "Enter")  # path -> Browse -> Upload, pressed
     screen = terminal.wait_for("MB/s")
-    assert "ETA" in screen and "esc Pause" in screen
+    # The pressed button is disabled while it runs; the tab's keys still work.
+    assert "ETA" in screen and "esc Pause" in screen and "^o Browse" in screen
+    terminal.keys("Escape")
+    screen = terminal.wait_for("paused: Resume continues")
+    assert "^o Browse" in screen
+    terminal.keys("Enter")  # the focus went to Resume
+    screen = terminal.wait_for("MB/s")
+    assert "esc Pause" in screen
     os.kill(terminal.pid(), signal.SIGKILL)
     terminal.wait_gone()
 
@@ -157,7 +165,8 @@ def test_upload_kill_resume_chat_and_quit_in_a_real_terminal(
     terminal.wait_for("^n New chat")  # the chat's keys: the prompt has focus
     terminal.type("Hello, who are you?")
     terminal.keys("Enter")
-    screen = terminal.wait_for("tok/s")
+    # The upload's toast may cover the status line's end for a few seconds.
+    screen = terminal.wait_for(lambda screen: "tok/s" in screen and "instr/tok" in screen)
     assert "You" in screen and "Hello, who are you?" in screen and "GPT-2" in screen
     assert "context " in screen and "instr/tok" in screen
 
