@@ -154,7 +154,8 @@ class UploadPanel(Pane):
         upload = self.query_one("#upload", Button)
         pause = self.query_one("#pause", Button)
         focused = self.screen.focused
-        upload.label = "Resume" if state == "partial" else "Upload"
+        if not busy:  # the canister is partial mid-upload: that is no reason to say Resume
+            upload.label = "Resume" if state == "partial" else "Upload"
         upload.disabled = busy or not connected
         pause.disabled = not busy
         self.query_one("#cancel", Button).disabled = not (busy or state == "partial")
@@ -211,7 +212,7 @@ class UploadPanel(Pane):
             up = info.upload
             if up.sha256 == facts.sha256 and up.complete:
                 line += " · in the canister" + (" (loaded)" if info.loaded else "")
-            elif up.declared_sha256 == facts.sha256 and up.received_bytes:
+            elif not self.uploading and up.declared_sha256 == facts.sha256 and up.received_bytes:
                 line += f" · resumes at {100 * up.received_bytes / facts.size:.0f}%"
         self._text("file-info", line)
 
