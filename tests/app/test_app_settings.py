@@ -228,6 +228,8 @@ def test_an_error_sits_next_to_its_field_at_80x24(workdir: Path) -> None:
             assert 0 < error.region.y < 24 - 2  # above the status line and footer
             await set_field(pilot, app, "top_p", "0.9")
             assert not error.display
+            await set_field(pilot, app, "top_k", "")
+            assert shown(app, "#error-top_k") == "Top-k: required"
 
     run(scenario())
 

@@ -56,9 +56,9 @@ def parse_field(field: Field, raw: str) -> object:
     text = raw.strip().replace("_", "")
     if field.kind in ("optional", "optional-int") and not text:
         return None
+    if not text:
+        raise InvalidSetting(field.name, f"{field.label}: required")
     if field.kind in ("text", "optional"):
-        if not text:
-            raise InvalidSetting(field.name, f"{field.label}: required")
         return raw.strip()
     try:
         if field.name == "instruction_budget":
