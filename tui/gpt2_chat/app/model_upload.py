@@ -1,10 +1,9 @@
-"""The model tab's upload panel: the canister's state, the chosen file, upload (resumable,
-with pause and cancel) and load, each with its progress bar."""
+"""The model tab's upload panel: the canister's state, the model file (`model_file`), then
+upload (resumable, with pause and cancel) and load, each with its progress bar."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
@@ -19,7 +18,6 @@ from gpt2_chat.client.upload import (
     Progress,
     UploadCancelled,
     UploadResult,
-    file_sha256,
     load_model,
     upload_model,
 )
@@ -27,10 +25,9 @@ from gpt2_chat.connect import Connection, ConnectionClosed
 from gpt2_chat.errors import EXPECTED_ERRORS
 
 from .confirm import ConfirmScreen
-from .file_browser import FileBrowser
-from .fmt import count, duration, mb, short_path, short_sha
-from .model_prepare import models_dir
-from .store import load_recent, save_recent
+from .fmt import count, duration, mb, short_sha
+from .model_file import ModelFile
+from .store import save_recent
 from .widgets import OneLine, Pane, SectionTitle
 
 #: What the canister holds while this app is busy with it, by phase: upload_begin has
@@ -69,16 +66,8 @@ def canister_state(info: ModelInfo | None) -> tuple[str, str]:
     return "empty", "empty: choose a model file and Upload"
 
 
-@dataclass(frozen=True)
-class FileFacts:
-    path: Path
-    size: int
-    mtime: float
-    sha256: str | None = None
-
-
 class UploadPanel(Pane):
-    """Canister state, model file, Upload/Pause/Cancel/Load and their progress."""
+    """Canister state, the model file, Upload/Pause/Cancel/Load and their progress."""
 
     uploading: reactive[bool] = reactive(False, bindings=True)
 
@@ -86,8 +75,6 @@ class UploadPanel(Pane):
         super().__init__(id=id)
         self._cancel: threading.Event | None = None
         self._discard = False
-        self._facts: FileFacts | None = None
-        self._hash_timer: object = None
         self._progress_lock = threading.Lock()
         self._latest: Progress | None = None
         self._flush_pending = False
@@ -98,18 +85,7 @@ class UploadPanel(Pane):
         yield SectionTitle("Canister", classes="-first")
         yield OneLine(id="canister-state")
         yield OneLine(id="canister-sha")
-        yield SectionTitle("Model file")
-        with Horizontal(classes="row"):
-            yield Input(
-                id="model-path",
-                placeholder="path to a .safetensors file · Enter uploads",
-                compact=True,
-            )
-            yield Button("Browse", id="browse", compact=True)
-        # Where Prepare writes models, once there are any.
-        models = models_dir(self.gpt2_app.settings)
-        yield FileBrowser(models if models.is_dir() else Path.cwd(), id="browser", classes="hidden")
-        yield OneLine(id="file-info")
+        yield ModelFile(id="model-file")
         with Horizontal(classes="row buttons"):
             yield Button("Upload", id="upload", variant="primary", compact=True)
             yield Button("Pause", id="pause", compact=True)
@@ -127,10 +103,6 @@ class UploadPanel(Pane):
     def on_mount(self) -> None:
         self.watch(self.gpt2_app, "model_info", self._sync, init=True)
         self.watch(self.gpt2_app, "connection", self._sync, init=False)
-        last = load_recent(self.gpt2_app.store.path).get("model_path")
-        if last:
-            self.query_one("#model-path", Input).value = last
-        self._show_file_info()
 
     # ------------------------------------------------------------------ display
 
@@ -167,7 +139,7 @@ class UploadPanel(Pane):
             (target if not target.disabled else self.query_one("#model-path", Input)).focus()
         if not busy:
             self._show_canister_progress(info if connected else None)
-        self._show_file_info()
+        self.model_file.show_info(self.uploading)
 
     def _show_canister_progress(self, info: ModelInfo | None) -> None:
         """Between uploads the bars show what the canister holds."""
@@ -182,73 +154,15 @@ class UploadPanel(Pane):
         loaded = info is not None and info.loaded
         self.query_one("#load-bar", ProgressBar).update(total=1, progress=1 if loaded else 0)
 
+    @property
+    def model_file(self) -> ModelFile:
+        return self.query_one(ModelFile)
+
+    def action_browse(self) -> None:
+        self.model_file.action_browse()
+
     def watch_uploading(self) -> None:
         self._sync()
-
-    def _path(self) -> Path | None:
-        value = self.query_one("#model-path", Input).value.strip()
-        return Path(value).expanduser() if value else None
-
-    def _show_file_info(self) -> None:
-        path = self._path()
-        if path is None:
-            self._text("file-info", "no file chosen")
-            return
-        try:
-            stat = path.stat()
-        except OSError:
-            self._text("file-info", f"no such file: {short_path(path)}")
-            return
-        if not path.is_file():
-            self._text("file-info", f"{short_path(path)} is a directory: choose a file")
-            return
-        facts = self._facts
-        if facts is None or facts.path != path or facts.size != stat.st_size:
-            self._text("file-info", f"{count(stat.st_size)} bytes ({mb(stat.st_size)})")
-            return
-        line = f"{count(facts.size)} bytes ({mb(facts.size)}) · sha256 {short_sha(facts.sha256)}"
-        info = self.gpt2_app.model_info
-        if info is not None and facts.sha256:
-            up = info.upload
-            if up.sha256 == facts.sha256 and up.complete:
-                line += " · in the canister" + (" (loaded)" if info.loaded else "")
-            elif not self.uploading and up.declared_sha256 == facts.sha256 and up.received_bytes:
-                line += f" · resumes at {100 * up.received_bytes / facts.size:.0f}%"
-        self._text("file-info", line)
-
-    @on(Input.Changed, "#model-path")
-    def _path_changed(self) -> None:
-        self._show_file_info()
-        self._schedule_hash()
-
-    def _schedule_hash(self) -> None:
-        if self._hash_timer is not None:
-            self._hash_timer.stop()  # type: ignore[attr-defined]
-        self._hash_timer = self.set_timer(0.4, self._start_hash)
-
-    def _start_hash(self) -> None:
-        self._hash_timer = None
-        path = self._path()
-        if path is None or not path.is_file():
-            return
-        if self._current_facts(path) is not None:
-            return
-        stat = path.stat()
-        self._hash(FileFacts(path, stat.st_size, stat.st_mtime))
-
-    @work(thread=True, exclusive=True, group="hash")
-    def _hash(self, facts: FileFacts) -> None:
-        try:
-            sha = file_sha256(facts.path)
-        except OSError:
-            return
-        self.later(self._hashed, FileFacts(facts.path, facts.size, facts.mtime, sha))
-
-    def _hashed(self, facts: FileFacts) -> None:
-        self._facts = facts
-        self._show_file_info()
-
-    # ------------------------------------------------------------------ actions
 
     @on(Input.Submitted, "#model-path")
     def _path_submitted(self) -> None:
@@ -257,7 +171,6 @@ class UploadPanel(Pane):
     @on(Button.Pressed)
     def _button(self, event: Button.Pressed) -> None:
         actions = {
-            "browse": self.action_browse,
             "upload": self.action_upload,
             "pause": self.action_pause,
             "cancel": self.action_cancel,
@@ -267,22 +180,6 @@ class UploadPanel(Pane):
         if action is not None:
             event.stop()
             action()
-
-    def action_browse(self) -> None:
-        browser = self.query_one(FileBrowser)
-        browser.toggle_class("hidden")
-        if browser.has_class("hidden"):
-            self.query_one("#model-path", Input).focus()
-        else:
-            browser.focus_tree()
-
-    @on(FileBrowser.Picked)
-    def _file_picked(self, event: FileBrowser.Picked) -> None:
-        event.stop()
-        path_input = self.query_one("#model-path", Input)
-        path_input.value = short_path(event.path)
-        self.query_one(FileBrowser).add_class("hidden")
-        path_input.focus()
 
     def _connection(self) -> Connection | None:
         connection = self.gpt2_app.connection
@@ -294,7 +191,7 @@ class UploadPanel(Pane):
         if self.uploading:
             self.app.notify("An upload is already running", severity="warning")
             return
-        path = self._path()
+        path = self.model_file.path()
         if path is None:
             self.report("choose a model file first: type its path or Browse (Ctrl+O)")
             return
@@ -313,7 +210,7 @@ class UploadPanel(Pane):
         self._text("load-text", "")
         self._phase = None
         self.uploading = True
-        self._upload(connection, path, self._cancel, self._known_sha256(path))
+        self._upload(connection, path, self._cancel, self.model_file.known_sha256(path))
 
     def action_pause(self) -> None:
         if self.uploading and self._cancel is not None:
@@ -376,17 +273,6 @@ class UploadPanel(Pane):
             self._flush_pending = False
         if p is not None:
             self._show_progress(p)
-
-    def _current_facts(self, path: Path) -> FileFacts | None:
-        """What is known of `path`, if the file has not changed since."""
-        facts, stat = self._facts, path.stat()
-        if facts and (facts.path, facts.size, facts.mtime) == (path, stat.st_size, stat.st_mtime):
-            return facts
-        return None
-
-    def _known_sha256(self, path: Path) -> str | None:
-        facts = self._current_facts(path)
-        return facts.sha256 if facts else None
 
     @work(thread=True, exclusive=True, group="upload")
     def _upload(
@@ -495,7 +381,7 @@ class UploadPanel(Pane):
 
     def _uploaded(self, path: Path, result: UploadResult, loaded_now: bool) -> None:
         self.uploading = False
-        self._facts = FileFacts(path, result.size, path.stat().st_mtime, result.sha256)
+        self.model_file.remember(path, result.size, result.sha256)
         if result.already_uploaded:
             message = "Already in the canister"
         elif result.resumed_from:
@@ -545,12 +431,3 @@ class UploadPanel(Pane):
                 severity="warning",
             )
         self.gpt2_app.refresh_model_info()
-
-    def choose(self, path: Path, size: int, sha256: str) -> None:
-        """Makes `path` (just prepared: its digest is known) the file to upload."""
-        self.query_one("#model-path", Input).value = short_path(path)
-        # Recorded under the path as the input gives it back (short_path may make it
-        # relative), so the chosen file is recognised and not hashed again.
-        chosen = self._path()
-        assert chosen is not None
-        self._facts = FileFacts(chosen, size, path.stat().st_mtime, sha256)

@@ -53,7 +53,7 @@ class ModelView(Pane):
 
     @on(PreparePanel.Prepared)
     def _prepared(self, event: PreparePanel.Prepared) -> None:
-        self.upload_panel.choose(event.path, event.size, event.sha256)
+        self.upload_panel.model_file.choose(event.path, event.size, event.sha256)
         if event.demo and self.gpt2_app.connection is not None and not self.uploading:
             self.upload_panel.action_upload()  # a demo model is one step: up and loaded
 
