@@ -202,3 +202,65 @@ def test_parse_form_names_the_field() -> None:
     with pytest.raises(InvalidSetting, match="Instr. per call must be between") as caught:
         parse_form(values, Settings())
     assert caught.value.field == "instruction_budget"
+
+
+def test_choosing_a_theme_keeps_unsaved_edits(workdir: Path) -> None:
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            await pilot.press("f4")
+            await set_field(pilot, app, "temperature", "0.5")
+            app.query_one("#set-theme", Select).value = "nord"
+            await pilot.pause()
+            assert app.theme == "nord"
+            assert app.query_one("#set-temperature", Input).value == "0.5"
+            await pilot.press("ctrl+s")
+            assert app.messages()[-1] == "Saved and applied"
+            assert app.settings.temperature == 0.5 and app.settings.theme == "nord"
+
+    run(scenario())
+
+
+def test_an_error_sits_next_to_its_field_at_80x24(workdir: Path) -> None:
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await connected(pilot)
+            await pilot.press("f4")
+            await set_field(pilot, app, "top_p", "7")
+            error = app.query_one("#error-top_p")
+            assert shown(app, "#error-top_p") == "Top-p must be in (0, 1]"
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            field = app.query_one("#set-top_p", Input)
+            assert field.has_focus
+            # On screen, right under its field.
+            assert error.region.y == field.region.y + 1
+            assert 0 < error.region.y < 24 - 2  # above the status line and footer
+            await set_field(pilot, app, "top_p", "0.9")
+            assert not error.display
+            await set_field(pilot, app, "top_k", "")
+            assert shown(app, "#error-top_k") == "Top-k: required"
+
+    run(scenario())
+
+
+def test_the_instruction_budget_takes_suffixes(workdir: Path) -> None:
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            await pilot.press("f4")
+            for typed, budget in (
+                ("30B", 30_000_000_000),
+                ("500M", 500_000_000),
+                ("2_000_000_000", 2_000_000_000),
+            ):
+                await set_field(pilot, app, "instruction_budget", typed)
+                assert not app.query_one("#set-instruction_budget", Input).has_class("-invalid")
+                await pilot.press("ctrl+s")
+                assert app.messages("error") == []
+                assert app.settings.instruction_budget == budget
+
+    run(scenario())

@@ -8,7 +8,8 @@ import pytest
 
 from gpt2_chat.app.chat_view import TurnStats
 from gpt2_chat.app.fmt import duration, short_path, short_sha, si
-from gpt2_chat.app.model_view import canister_state, prepared_name
+from gpt2_chat.app.model_prepare import prepared_name
+from gpt2_chat.app.model_upload import canister_state
 from gpt2_chat.client.canister import ModelConfig, ModelInfo, UploadState
 from gpt2_chat.client.chat import CallStats, TurnResult
 from gpt2_chat.client.cycles import chat_call_cost

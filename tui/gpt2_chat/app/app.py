@@ -254,7 +254,9 @@ class Gpt2ChatApp(App[None]):
             bar.update(Text.assemble(("✗ ", "bold red"), f"{label}: {error}"))
             return
         info = self.model_info
-        if info is None:
+        if self.model_view.uploading:
+            model = "uploading a model (F2)"
+        elif info is None:
             model = "model: ?"
         elif info.loaded and info.config is not None:
             model = f"GPT-2 {info.config.n_layer}×{info.config.n_embd} loaded"

@@ -56,9 +56,9 @@ def parse_field(field: Field, raw: str) -> object:
     text = raw.strip().replace("_", "")
     if field.kind in ("optional", "optional-int") and not text:
         return None
+    if not text:
+        raise InvalidSetting(field.name, f"{field.label}: required")
     if field.kind in ("text", "optional"):
-        if not text:
-            raise InvalidSetting(field.name, f"{field.label}: required")
         return raw.strip()
     try:
         if field.name == "instruction_budget":
@@ -113,6 +113,11 @@ class SettingsView(Pane):
 
     _note = ""
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        #: What `fill` last put in each input: an input that differs holds an unsaved edit.
+        self._filled: dict[str, str] = {}
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="settings-scroll"):
             for title, group in (("Connection", CONNECTION), ("Sampling", SAMPLING)):
@@ -130,6 +135,8 @@ class SettingsView(Pane):
                             type=kind,  # type: ignore[arg-type]
                             compact=True,
                         )
+                    # Right under its field: an error must be seen where it is fixed.
+                    yield OneLine(id=f"error-{field.name}", classes="field-error hidden")
             yield SectionTitle("Appearance")
             with Horizontal(classes="row field"):
                 yield Label("Theme", classes="field-label")
@@ -143,20 +150,29 @@ class SettingsView(Pane):
             yield OneLine(id="settings-note")
 
     def on_mount(self) -> None:
-        self.watch(self.gpt2_app, "settings", self.fill, init=True)
+        self.watch(self.gpt2_app, "settings", self._settings_changed, init=True)
         self.watch(self.app, "theme", self._theme_changed, init=True)
 
     def on_tab_shown(self) -> None:
         self.query_one("#set-network", Input).focus()
 
-    def fill(self) -> None:
-        """The form shows the settings in force."""
+    def _settings_changed(self) -> None:
+        # A theme chosen here saves the settings too: that must not undo the form's edits.
+        self.fill(keep_edits=True)
+
+    def fill(self, keep_edits: bool = False) -> None:
+        """The form shows the settings in force (except, with `keep_edits`, the inputs
+        the user changed since the last fill)."""
         app = self.gpt2_app
         settings = app.settings
         for field in FIELDS:
             widget = self.query_one(f"#set-{field.name}", Input)
-            widget.value = form_value(settings, field.name)
-            widget.remove_class("-invalid")
+            value = form_value(settings, field.name)
+            edited = widget.value != self._filled.get(field.name, widget.value)
+            self._filled[field.name] = value
+            if not (keep_edits and edited):
+                widget.value = value
+                self._show_error(field, None)
             source = app.store.override_source(field.name)
             widget.tooltip = f"set by {source} for this run" if source else None
         overridden = [
@@ -168,9 +184,13 @@ class SettingsView(Pane):
         if overridden:
             note += " · for this run: " + ", ".join(overridden)
         self._note = note
-        line = self.query_one("#settings-note", OneLine)
-        line.remove_class("-error")
-        line.update(Text(note))
+        self.query_one("#settings-note", OneLine).update(Text(note))
+
+    def _show_error(self, field: Field, error: str | None) -> None:
+        self.query_one(f"#set-{field.name}", Input).set_class(error is not None, "-invalid")
+        line = self.query_one(f"#error-{field.name}", OneLine)
+        line.set_class(error is None, "hidden")
+        line.update(Text(error or ""))
 
     def _theme_changed(self) -> None:
         select = self.query_one("#set-theme", Select)
@@ -189,19 +209,7 @@ class SettingsView(Pane):
         field = next((f for f in FIELDS if event.input.id == f"set-{f.name}"), None)
         if field is None:
             return
-        error = field_error(field, event.value, self.gpt2_app.settings)
-        event.input.set_class(error is not None, "-invalid")
-        problems = [
-            e
-            for f in FIELDS
-            if (e := field_error(f, self.query_one(f"#set-{f.name}", Input).value, self._base()))
-        ]
-        note = self.query_one("#settings-note", OneLine)
-        note.set_class(bool(problems), "-error")
-        note.update(Text(problems[0]) if problems else Text(self._note))
-
-    def _base(self) -> Settings:
-        return self.gpt2_app.settings
+        self._show_error(field, field_error(field, event.value, self.gpt2_app.settings))
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
@@ -226,7 +234,7 @@ class SettingsView(Pane):
         try:
             new = parse_form(self.values(), replace(app.settings, theme=app.theme))
         except InvalidSetting as e:
-            self._mark_invalid(e.field)
+            self._mark_invalid(e.field, str(e))
             self.report(f"Not saved: {e}", title="Settings")
             return
         try:
@@ -234,6 +242,7 @@ class SettingsView(Pane):
         except EXPECTED_ERRORS as e:
             self.report(f"Not saved: {e}", title="Settings")
             return
+        self.fill()  # as saved: 2_000_000_000 reads 2000000000 now
         if not changed:
             app.notify("Nothing changed", timeout=3)
             return
@@ -242,7 +251,10 @@ class SettingsView(Pane):
             message += "; reconnecting"
         app.notify(message, title="Settings", timeout=4)
 
-    def _mark_invalid(self, name: str) -> None:
-        widget = self.query_one(f"#set-{name}", Input)
-        widget.add_class("-invalid")
-        widget.focus()
+    def _mark_invalid(self, name: str, message: str) -> None:
+        field = next((f for f in FIELDS if f.name == name), None)
+        if field is None:  # a setting the form does not show (the theme)
+            return
+        self._show_error(field, message)
+        self.query_one(f"#set-{name}", Input).focus()
+        self.query_one(f"#error-{name}", OneLine).scroll_visible()
