@@ -298,7 +298,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     from gpt2_chat.client.canister import Sampling
-    from gpt2_chat.client.chat import ChatSettings, Conversation
+    from gpt2_chat.client.chat import ChatSettings, Conversation, TurnEvents
     from gpt2_chat.client.tokenizer import Gpt2Tokenizer
 
     backend, canister = _canister(settings)
@@ -331,7 +331,9 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
             cancel = threading.Event()
             print("gpt2>", end="", flush=True)
             try:
-                result = conversation.send(line, lambda t: print(t, end="", flush=True), cancel)
+                result = conversation.send(
+                    line, TurnEvents(text=lambda t: print(t, end="", flush=True)), cancel
+                )
             except KeyboardInterrupt:
                 cancel.set()
                 print("\n(stopped)")

@@ -116,6 +116,10 @@ class Gpt2ChatApp(App[None]):
         """Plain text unless asked: messages quote paths and library errors, not markup."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
+    def action_help_quit(self) -> None:
+        """Ctrl+C outside a text field. Textual's own hint is markup; notify is plain text."""
+        self.notify("Press Ctrl+Q to quit the app", title="Do you want to quit?")
+
     # ------------------------------------------------------------------ threads -> UI
 
     def later(self, fn: Callable[..., object], *args: Any) -> None:

@@ -16,7 +16,7 @@ from textual.reactive import reactive
 from textual.widgets import Input, Static
 
 from gpt2_chat.client.canister import Gpt2Canister, Sampling
-from gpt2_chat.client.chat import ChatSettings, Conversation, TurnResult
+from gpt2_chat.client.chat import ChatSettings, Conversation, Trimmed, TurnEvents, TurnResult
 from gpt2_chat.client.tokenizer import Gpt2Tokenizer
 from gpt2_chat.errors import EXPECTED_ERRORS, BackendError
 from gpt2_chat.settings import Settings
@@ -40,6 +40,10 @@ def chat_settings(settings: Settings) -> ChatSettings:
         tokens_per_call=settings.tokens_per_call,
         instruction_budget=settings.instruction_budget,
     )
+
+
+def calls(n: int) -> str:
+    return f"{n} call" if n == 1 else f"{n} calls"
 
 
 @dataclass
@@ -66,7 +70,7 @@ class TurnStats:
     def __str__(self) -> str:
         per_token = si(self.instructions_per_token) if self.instructions_per_token else "-"
         return (
-            f"{self.tokens} tokens · {self.tokens_per_second:.1f} tok/s · {self.calls} calls · "
+            f"{self.tokens} tokens · {self.tokens_per_second:.1f} tok/s · {calls(self.calls)} · "
             f"{per_token} instr/tok · context {self.context}/{self.n_ctx}"
         )
 
@@ -335,12 +339,13 @@ class ChatView(Pane):
         self, conversation: Conversation, text: str, reply: ChatMessage, cancel: threading.Event
     ) -> None:
         try:
-            result = conversation.send(
-                text,
-                lambda piece: self.later(self._piece, reply, piece),
-                cancel,
-                lambda call: self.later(self._call_done, call.kind, call.tokens),
+            events = TurnEvents(
+                text=lambda piece: self.later(self._piece, reply, piece),
+                call=lambda call: self.later(self._call_done, call.kind, call.tokens),
+                trimmed=lambda trimmed: self.later(self._trimmed, reply, trimmed),
+                reading=lambda done, total: self.later(self._reading, done, total),
             )
+            result = conversation.send(text, events, cancel)
         except ConnectionClosed:
             self.later(self._turn_failed, conversation, reply, None)
         except EXPECTED_ERRORS as e:
@@ -370,8 +375,28 @@ class ChatView(Pane):
         self._calls += 1
         if kind == "generate":
             self._tokens += tokens
-        phase = "reading the prompt" if kind == "prefill" else f"{self._tokens} tokens"
-        self._status(f"GPT-2 is replying… {phase} · {self._calls} calls · Esc stops")
+            self._status(
+                f"GPT-2 is replying… {self._tokens} tokens · {calls(self._calls)} · Esc stops"
+            )
+
+    def _reading(self, done: int, total: int) -> None:
+        if self.busy:
+            self._status(
+                f"GPT-2 is reading the context {done}/{total} tokens · {calls(self._calls)} · "
+                "Esc stops"
+            )
+
+    def _trimmed(self, reply: ChatMessage, trimmed: Trimmed) -> None:
+        """Says which turns left the context before the kept ones are read again."""
+        turns = "turn" if trimmed.turns == 1 else "turns"
+        note = ChatMessage(
+            "note",
+            f"The conversation outgrew the model's context: the oldest {trimmed.turns} "
+            f"{turns} ({trimmed.tokens} tokens) are no longer in it. GPT-2 reads the last "
+            f"{trimmed.kept} tokens again first (Esc stops).",
+        )
+        if reply.parent is self.transcript:
+            self.transcript.mount(note, before=reply)
 
     def _end_turn(self, reply: ChatMessage) -> bool:
         """Marks the turn of `reply` ended; whether it was the one the view waited for."""
@@ -403,6 +428,8 @@ class ChatView(Pane):
     ) -> None:
         reply.set_note("failed" if error is not None else "interrupted")
         current = self._end_turn(reply)
+        if current:
+            self.last_stats = None  # they were the previous turn's
         if current and error is not None and conversation is self.conversation:
             prompt = self.query_one("#prompt", Input)
             if not prompt.value:  # nothing typed since: give the message back to edit
