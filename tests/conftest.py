@@ -15,6 +15,14 @@ from gpt2_chat.client.canister import Gpt2Canister
 from tests.support import OpenCanister
 
 
+@pytest.fixture(autouse=True)
+def saved_chats_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Saved chats go to the test's directory, never the user's data dir."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("GPT2_CHAT_DATA_DIR", str(data))
+    return data
+
+
 @pytest.fixture(scope="session")
 def wasm() -> bytes:
     return shipped_wasm()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -109,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="model and upload state")
     p.add_argument("--json", action="store_true")
 
-    sub.add_parser("chat", help="interactive chat in the terminal (line mode)")
+    p = sub.add_parser("chat", help="interactive chat in the terminal (line mode); saved")
+    p.add_argument("--list", action="store_true", help="list the saved chats")
+    p.add_argument("--resume", type=int, metavar="ID", help="continue saved chat ID")
     sub.add_parser("tui", help="the terminal app: chat, model upload, replica, settings (default)")
 
     p = sub.add_parser("replica", help="manage the local dfx network")
@@ -297,53 +298,16 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    from gpt2_chat.client.canister import Sampling
-    from gpt2_chat.client.chat import ChatSettings, Conversation, TurnEvents
-    from gpt2_chat.client.tokenizer import Gpt2Tokenizer
+    from gpt2_chat.client.history import ChatHistory
+    from gpt2_chat.line_chat import print_saved_chats, run_chat
 
+    history = ChatHistory()
+    if args.list:
+        return print_saved_chats(history)
+    saved = history.load(args.resume) if args.resume is not None else None
     backend, canister = _canister(settings)
     try:
-        info = canister.model_info()
-        if not info.loaded:
-            raise UsageError(
-                "no model is loaded; run `gpt2-chat prepare gpt2 -o gpt2.safetensors` and "
-                "`gpt2-chat upload gpt2.safetensors` first"
-            )
-        sampling = Sampling(settings.temperature, settings.top_k, settings.top_p, settings.seed)
-        conversation = Conversation(
-            canister,
-            Gpt2Tokenizer(),
-            ChatSettings(
-                sampling,
-                settings.max_new_tokens,
-                settings.tokens_per_call,
-                settings.instruction_budget,
-            ),
-        )
-        print(f"gpt2-chat on {backend.description}. Empty line or Ctrl-D to quit.")
-        while True:
-            try:
-                line = input("you> ")
-            except EOFError:
-                break
-            if not line.strip():
-                break
-            cancel = threading.Event()
-            print("gpt2>", end="", flush=True)
-            try:
-                result = conversation.send(
-                    line, TurnEvents(text=lambda t: print(t, end="", flush=True)), cancel
-                )
-            except KeyboardInterrupt:
-                cancel.set()
-                print("\n(stopped)")
-                continue
-            print(
-                f"\n  [{len(result.token_ids)} tokens, {result.tokens_per_second:.1f} tok/s, "
-                f"{len(result.calls)} calls]"
-            )
-        conversation.reset()
-        return 0
+        return run_chat(settings, canister, backend.description, history, saved)
     finally:
         backend.close()
 
