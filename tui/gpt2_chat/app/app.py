@@ -25,8 +25,9 @@ from gpt2_chat.client.canister import ModelInfo
 from gpt2_chat.errors import EXPECTED_ERRORS
 from gpt2_chat.settings import Settings
 
-from .chat_view import ChatView
+from .chat_view import ChatView, PromptInput
 from .connection import Connection, ConnectionClosed, describe, open_connection
+from .help_screen import HelpScreen
 from .model_view import ModelView
 from .replica_view import ReplicaView
 from .settings_view import SettingsView
@@ -56,6 +57,7 @@ class Gpt2ChatApp(App[None]):
             for tab, label, key in TABS
         ),
         Binding("ctrl+q", "quit", "Quit", tooltip="Quit gpt2-chat", priority=True),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip="This tab's keys"),
     ]
 
     #: The open backend (None while connecting or when it failed).
@@ -115,6 +117,18 @@ class Gpt2ChatApp(App[None]):
     ) -> None:
         """Plain text unless asked: messages quote paths and library errors, not markup."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def action_help(self) -> None:
+        """The help screen: what the current tab does and the keys it has now."""
+        if isinstance(self.screen, HelpScreen):
+            return
+        keys = [
+            (self.get_key_display(b.binding), b.binding.description)
+            for b in self.screen.active_bindings.values()
+            if b.binding.description and _app_key(b.node, b.binding)
+        ]
+        tab = self.query_one("#tabs", TabbedContent).active
+        self.push_screen(HelpScreen(tab, keys))
 
     def action_help_quit(self) -> None:
         """Ctrl+C outside a text field. Textual's own hint is markup; notify is plain text."""
@@ -368,6 +382,14 @@ class Gpt2ChatApp(App[None]):
             action()
 
         return run
+
+
+def _app_key(node: object, binding: Binding) -> bool:
+    """Whether the help lists a binding: the app's and the tabs' own keys, not the text
+    editing keys of every input."""
+    if isinstance(node, PromptInput):
+        return binding.action.startswith("recall")
+    return isinstance(node, (App, Pane))
 
 
 def run_app(flags: Mapping[str, str] | None = None) -> int:
