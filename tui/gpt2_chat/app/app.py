@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from gpt2_chat.client.canister import ModelInfo
+from gpt2_chat.client.history import model_label
 from gpt2_chat.errors import EXPECTED_ERRORS
 from gpt2_chat.settings import Settings
 
@@ -32,7 +33,7 @@ from .model_view import ModelView
 from .replica_view import ReplicaView
 from .settings_view import SettingsView
 from .store import CONNECTION_FIELDS, SettingsStore
-from .widgets import OneLine, Pane, UiCall
+from .widgets import OneLine, Pane, UiCall, start_daemon
 
 TABS = (
     ("chat", "Chat", "F1"),
@@ -62,7 +63,10 @@ class Gpt2ChatApp(App[None]):
 
     #: The open backend (None while connecting or when it failed).
     connection: reactive[Connection | None] = reactive(None, always_update=True)
-    connecting: reactive[bool] = reactive(False)
+    #: True from the start: the app opens its backend as it starts ("not connected" would be
+    #: wrong until that has been tried).
+    connecting: reactive[bool] = reactive(True)
+    #: Why there is no connection, or why the open one cannot reach the canister.
     connection_error: reactive[str | None] = reactive(None)
     #: What the canister said last (refreshed after uploads, on the model tab, ...).
     model_info: reactive[ModelInfo | None] = reactive(None, always_update=True)
@@ -75,7 +79,10 @@ class Gpt2ChatApp(App[None]):
         super().__init__()
         self.store = store or SettingsStore(flags=flags)
         self.set_reactive(Gpt2ChatApp.settings, self.store.effective)
-        # Connections are opened and closed on worker threads, one at a time.
+        # Connections are opened on daemon threads, one at a time (the embedded runtime
+        # allows one per state dir); `_connection_lock` only guards `_open`, so quitting never
+        # waits for an open in progress.
+        self._opening_lock = threading.Lock()
         self._connection_lock = threading.Lock()
         self._open: Connection | None = None
         self._generation = 0
@@ -179,36 +186,52 @@ class Gpt2ChatApp(App[None]):
         self.connection_error = None
         self.connecting = True
         self._show_connection()
-        self._connect(self._generation, self.settings)
+        self._start_connect(self._generation, self.settings)
 
-    @work(thread=True, group="connect")
+    def _start_connect(self, generation: int, settings: Settings) -> None:
+        # Not a Textual worker: asyncio waits for those at exit, and opening the embedded
+        # runtime can take seconds (compiling the wasm, reloading the model).
+        start_daemon(partial(self._connect, generation, settings), "gpt2-chat-connect")
+
     def _connect(self, generation: int, settings: Settings) -> None:
-        with self._connection_lock:
-            if self._open is not None:
-                self._open.close()
-                self._open = None
+        with self._opening_lock:
+            with self._connection_lock:
+                old, self._open = self._open, None
+            if old is not None:
+                old.close()
             if generation != self._generation:
-                return  # another reconnect came after this one
+                return  # another reconnect came after this one, or the app quit
             try:
                 connection = open_connection(settings)
             except EXPECTED_ERRORS as e:
                 self.later(self._connect_failed, generation, str(e))
                 return
-            self._open = connection
+            with self._connection_lock:
+                current = generation == self._generation
+                if current:
+                    self._open = connection
+            if not current:
+                connection.close()
+                return
         try:
             info: ModelInfo | None = connection.canister.model_info()
+            error = None
         except EXPECTED_ERRORS as e:
-            info = None
-            self.notify(str(e), severity="error", markup=False, timeout=10)
-        self.later(self._connected, generation, connection, info)
+            info, error = None, str(e)
+        self.later(self._connected, generation, connection, info, error)
 
-    def _connected(self, generation: int, connection: Connection, info: ModelInfo | None) -> None:
+    def _connected(
+        self, generation: int, connection: Connection, info: ModelInfo | None, error: str | None
+    ) -> None:
         if generation != self._generation:
             return
         self.connecting = False
+        self.connection_error = error
         self.connection = connection
         self.model_info = info
         self._show_connection()
+        if error is not None:
+            self.notify(error, title="Cannot reach the canister", severity="error", timeout=15)
 
     def _connect_failed(self, generation: int, message: str) -> None:
         if generation != self._generation:
@@ -226,9 +249,9 @@ class Gpt2ChatApp(App[None]):
             if isinstance(cancel, threading.Event):
                 cancel.set()
         with self._connection_lock:
-            if self._open is not None:
-                self._open.close()
-                self._open = None
+            old, self._open = self._open, None
+        if old is not None:
+            old.close()
 
     def refresh_model_info(self) -> None:
         if self.connection is not None:
@@ -241,13 +264,20 @@ class Gpt2ChatApp(App[None]):
         except ConnectionClosed:
             return
         except EXPECTED_ERRORS as e:
-            self.notify(str(e), severity="error", markup=False, timeout=10)
+            self.later(self._model_info_failed, connection, str(e))
             return
         self.later(self._model_info_fetched, connection, info)
 
     def _model_info_fetched(self, connection: Connection, info: ModelInfo) -> None:
         if connection is self.connection:
+            self.connection_error = None  # reachable (again)
             self.model_info = info
+            self._show_connection()
+
+    def _model_info_failed(self, connection: Connection, error: str) -> None:
+        self.notify(error, severity="error", timeout=10)
+        if connection is self.connection:
+            self.connection_error = error
             self._show_connection()
 
     def model_changed(self) -> None:
@@ -268,18 +298,22 @@ class Gpt2ChatApp(App[None]):
             error = self.connection_error or "not connected"
             bar.update(Text.assemble(("✗ ", "bold red"), f"{label}: {error}"))
             return
+        if self.connection_error is not None:
+            bar.update(Text.assemble(("✗ ", "bold red"), f"unreachable: {label}"))
+            return
         info = self.model_info
         if info is None:
             model = "model: ?"
         elif info.loaded and info.config is not None:
-            model = f"GPT-2 {info.config.n_layer}×{info.config.n_embd} loaded"
+            # The model first: at 80 columns the end of the line (a long path) is cut.
+            model = f"{model_label(info)} · sha {(info.upload.sha256 or '?')[:8]}"
         elif info.upload.complete:
             model = "model uploaded, not loaded (F2)"
         elif info.upload.received_bytes:
             model = "partial upload (F2 to resume)"
         else:
             model = "no model (F2 to upload one)"
-        bar.update(Text.assemble(("● ", "bold green"), f"{label} · {model}"))
+        bar.update(Text.assemble(("● ", "bold green"), f"{model} · {label}"))
 
     # ------------------------------------------------------------------ settings
 

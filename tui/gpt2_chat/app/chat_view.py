@@ -209,6 +209,7 @@ class ChatView(Pane):
         self.watch(self.gpt2_app, "model_info", self._model_info_changed)
         self.watch(self.gpt2_app, "connection", self._connection_changed, init=False)
         self.watch(self.gpt2_app, "settings", self._update_idle_status, init=False)
+        self.watch(self.gpt2_app, "connection_error", self._update_idle_status, init=False)
         # Follows the latest reply until the reader scrolls up (and again from the bottom).
         self.transcript.anchor()
         try:
@@ -292,6 +293,9 @@ class ChatView(Pane):
             self._status(
                 "connecting…" if app.connecting else app.connection_error or "not connected"
             )
+            return
+        if app.connection_error is not None:
+            self._status(f"cannot reach the canister: {app.connection_error}")
             return
         if info is not None and not info.loaded:
             self._status("no model is loaded in the canister: F2 to upload one")
