@@ -164,3 +164,42 @@ def test_upload_kill_resume_chat_and_quit_in_a_real_terminal(
     terminal.keys("C-q")
     terminal.wait_gone()
     assert (workdir / "exit-status").read_text().strip() == "exit 0"
+
+
+def test_ctrl_q_at_startup_is_immediate_and_a_chat_survives_a_restart(
+    terminal: Terminal, loaded: Path, workdir: Path
+) -> None:
+    command = str(gpt2_chat_command())
+    (workdir / "settings.json").write_text('{"max_new_tokens": 12}')
+
+    # 1. Without the compiled wasm, opening the backend takes seconds: quit meanwhile.
+    shutil.rmtree(workdir / "state" / "cache")
+    terminal.start(command)
+    terminal.wait_for("connecting")
+    pressed = time.monotonic()
+    terminal.keys("C-q")
+    terminal.wait_gone()
+    assert time.monotonic() - pressed < 1.5  # a second, plus polling on a busy machine
+
+    # 2. Chat, quit.
+    terminal.start(command)
+    terminal.wait_for("GPT-2 2×16 F32 · sha", timeout=60)
+    terminal.type("Hello, who are you?")
+    terminal.keys("Enter")
+    terminal.wait_for("tok/s")
+    terminal.keys("C-q")
+    terminal.wait_gone()
+
+    # 3. Start again: the chat is in the saved list; reopen it and go on.
+    terminal.start(command)
+    terminal.wait_for("GPT-2 2×16 F32 · sha")
+    terminal.keys("C-l")
+    screen = terminal.wait_for("Saved chats")
+    assert "Hello, who are you?" in screen
+    terminal.keys("Enter")
+    terminal.wait_for("The next message continues it")
+    terminal.type("Go on")
+    terminal.keys("Enter")
+    screen = terminal.wait_for(lambda s: "tok/s" in s and "Go on" in s)
+    terminal.keys("C-q")
+    terminal.wait_gone()

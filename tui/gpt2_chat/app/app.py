@@ -4,6 +4,9 @@ connection they share and its lifecycle."""
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -110,8 +113,16 @@ class Gpt2ChatApp(App[None]):
         self.reconnect()
         self.query_one(ChatView).on_tab_shown()
 
+    async def action_quit(self) -> None:
+        if self.opening_backend:
+            # Opening the embedded runtime allocates millions of objects; collecting while
+            # the app closes would hold the exit for seconds (on_unmount turns it back on).
+            gc.disable()
+        await super().action_quit()
+
     def on_unmount(self) -> None:
         self.close_connection()
+        gc.enable()
 
     def notify(
         self,
@@ -240,6 +251,10 @@ class Gpt2ChatApp(App[None]):
         self.connection_error = message
         self._show_connection()
         self.notify(message, title="Not connected", severity="error", markup=False, timeout=15)
+
+    @property
+    def opening_backend(self) -> bool:
+        return self._opening_lock.locked()
 
     def close_connection(self) -> None:
         """Stops the views' work and closes the backend (waits for a call in flight)."""
@@ -433,4 +448,10 @@ def run_app(flags: Mapping[str, str] | None = None) -> int:
         app.run()
     finally:
         app.close_connection()
+    if app.opening_backend:
+        # Quit while the backend was opening: nothing is left to save, and the interpreter's
+        # final garbage collection would walk the half-built runtime for seconds.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
