@@ -228,6 +228,11 @@ def test_new_chat_while_replying_asks_first(
             await pilot.pause()
             assert transcript(app) == [] and app.chat_view.chat_id is None
             assert [c.label for c in ChatHistory().summaries()] == ["Tell me a story"]
+            # The stopped reply still ends up in its own chat, not in the new one.
+            await wait_for(
+                pilot, lambda: len(ChatHistory().load(1).messages) == 2, "the reply saved"
+            )
+            assert ChatHistory().load(1).messages[1].note == "stopped"
 
     run(scenario())
 

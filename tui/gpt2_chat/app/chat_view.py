@@ -199,6 +199,8 @@ class ChatView(Pane):
         self.chat_id: int | None = None
         #: A saved chat to continue: the next conversation starts from its tokens.
         self._resume: SavedChat | None = None
+        #: The chat (and connection) each reply in progress is saved to.
+        self._reply_chat: dict[ChatMessage, tuple[int, Connection]] = {}
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="transcript")
@@ -365,9 +367,11 @@ class ChatView(Pane):
         self._save("the message", lambda h: h.add_message(chat_id, SavedMessage("user", text)))
 
     def _save_turn(self, conversation: Conversation, reply: ChatMessage) -> None:
-        chat_id, connection = self.chat_id, self._conversation_connection
-        if chat_id is None or connection is None:
+        """Saves the reply to the chat it belongs to (also when another is shown now)."""
+        where = self._reply_chat.pop(reply, None)
+        if where is None:
             return
+        chat_id, connection = where
         origin = self._origin(connection)
 
         def save(history: ChatHistory) -> None:
@@ -415,6 +419,8 @@ class ChatView(Pane):
         self._save_user_message(connection, conversation, text)
         self.transcript.mount(ChatMessage("user", text))
         reply = ChatMessage("model")
+        if self.chat_id is not None:
+            self._reply_chat[reply] = (self.chat_id, connection)
         self.transcript.mount(reply)
         self.transcript.anchor()  # a new message brings the view back to the end
         self._cancel = threading.Event()
@@ -641,10 +647,10 @@ class ChatView(Pane):
         elif not result.text:
             reply.set_note("no reply")
         current = self._end_turn(reply)
+        self._save_turn(conversation, reply)
         if conversation is not self.conversation:
             self._update_idle_status()
             return
-        self._save_turn(conversation, reply)
         if current:
             self.show_stats(stats)
 
@@ -653,8 +659,7 @@ class ChatView(Pane):
     ) -> None:
         reply.set_note("failed" if error is not None else "interrupted")
         current = self._end_turn(reply)
-        if conversation is self.conversation:
-            self._save_turn(conversation, reply)
+        self._save_turn(conversation, reply)
         if current:
             self.last_stats = None  # they were the previous turn's
         if current and error is not None and conversation is self.conversation:
