@@ -158,7 +158,7 @@ def test_escape_while_the_context_is_read_again_stops_between_calls(
 
     def read(done: int, total: int) -> None:
         reading.append(done)
-        if len(reading) == 2:
+        if len(reading) == 3:  # 0 before the first call, then after each: stop after two
             cancel.set()
 
     result = chat.send("And the day after?", TurnEvents(reading=read), cancel)

@@ -50,6 +50,7 @@ def run_chat(
     conversation = Conversation(canister, Gpt2Tokenizer(), chat_settings)
     origin = ChatOrigin.of(settings, info)
     chat_id = _resume(conversation, saved, origin) if saved is not None else None
+    resumed = saved is not None  # its first turn reads the saved chat (unless cached)
     print(f"gpt2-chat on {description}. Empty line or Ctrl-D to quit.")
     while True:
         try:
@@ -61,7 +62,8 @@ def run_chat(
         if chat_id is None:
             chat_id = history.create(origin, chat_settings)
         history.add_message(chat_id, SavedMessage("user", line.strip()))
-        reply, note = _turn(conversation, line)
+        reply, note = _turn(conversation, line, resumed)
+        resumed = False
         history.add_message(chat_id, SavedMessage("model", reply, note))
         history.save_state(
             chat_id,
@@ -90,11 +92,13 @@ def _resume(conversation: Conversation, saved: SavedChat, origin: ChatOrigin) ->
     return saved.summary.id
 
 
-def _turn(conversation: Conversation, line: str) -> tuple[str, str]:
-    """One turn, streamed to stdout; the reply and its note. Progress goes to stderr."""
+def _turn(conversation: Conversation, line: str, resumed: bool) -> tuple[str, str]:
+    """One turn, streamed to stdout; the reply and its note. Reading the context again (a
+    resumed chat, or after old turns left it) shows its progress on stderr."""
     from gpt2_chat.cli import StatusLine
 
     started = False
+    rereading = resumed
 
     def text(piece: str) -> None:
         nonlocal started
@@ -105,14 +109,16 @@ def _turn(conversation: Conversation, line: str) -> tuple[str, str]:
         print(piece, end="", flush=True)
 
     def trimmed(t: Trimmed) -> None:
+        nonlocal rereading
+        rereading = True
         print(
-            f"(the conversation outgrew the context: the oldest {t.turns} turns, {t.tokens} "
+            f"(the conversation outgrew the context: the oldest {t.turns} turn(s), {t.tokens} "
             f"tokens, left it; reading the last {t.kept} again)",
             file=sys.stderr,
         )
 
     def reading(done: int, total: int) -> None:
-        if done < total or StatusLine.open:  # only a read of several calls needs progress
+        if rereading:
             StatusLine.show(f"reading the context: {done}/{total} tokens")
 
     cancel = threading.Event()

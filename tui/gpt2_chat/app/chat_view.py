@@ -620,11 +620,11 @@ class ChatView(Pane):
 
     def _trimmed(self, reply: ChatMessage, trimmed: Trimmed) -> None:
         """Says which turns left the context before the kept ones are read again."""
-        turns = "turn" if trimmed.turns == 1 else "turns"
+        turns = "turn is" if trimmed.turns == 1 else "turns are"
         note = ChatMessage(
             "note",
             f"The conversation outgrew the model's context: the oldest {trimmed.turns} "
-            f"{turns} ({trimmed.tokens} tokens) are no longer in it. GPT-2 reads the last "
+            f"{turns} ({trimmed.tokens} tokens) no longer in it. GPT-2 reads the last "
             f"{trimmed.kept} tokens again first (Esc stops).",
         )
         if reply.parent is self.transcript:

@@ -245,6 +245,8 @@ class Conversation:
             self.canister.session_truncate(session, common)
             self.context = self.context[:common]
         total = len(prompt) - common
+        if events.reading and total:
+            events.reading(0, total)  # a big model may read for many seconds in one call
         while len(self.context) < len(prompt):
             if cancel is not None and cancel.is_set():
                 return False
