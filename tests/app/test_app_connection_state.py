@@ -116,3 +116,20 @@ def test_the_model_and_network_stay_readable_at_80_columns(loaded: Path) -> None
             assert "embedded runtime (not a replica)" in bar
 
     run(scenario())
+
+
+def test_a_bug_while_opening_the_backend_ends_the_app_with_its_traceback(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(settings: Settings) -> app_module.Connection:
+        raise RuntimeError("a bug in the backend")
+
+    monkeypatch.setattr(app_module, "open_connection", broken)
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: not app.is_running, "the app to stop", 10)
+
+    with pytest.raises(RuntimeError, match="a bug in the backend"):
+        run(scenario())

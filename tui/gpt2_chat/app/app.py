@@ -202,7 +202,13 @@ class Gpt2ChatApp(App[None]):
     def _start_connect(self, generation: int, settings: Settings) -> None:
         # Not a Textual worker: asyncio waits for those at exit, and opening the embedded
         # runtime can take seconds (compiling the wasm, reloading the model).
-        start_daemon(partial(self._connect, generation, settings), "gpt2-chat-connect")
+        start_daemon(partial(self._connect_or_crash, generation, settings), "gpt2-chat-connect")
+
+    def _connect_or_crash(self, generation: int, settings: Settings) -> None:
+        try:
+            self._connect(generation, settings)
+        except Exception as e:  # a bug: crash the app with its traceback, as a worker would
+            self.later(_reraise, e)
 
     def _connect(self, generation: int, settings: Settings) -> None:
         with self._opening_lock:
@@ -431,6 +437,10 @@ class Gpt2ChatApp(App[None]):
             action()
 
         return run
+
+
+def _reraise(error: Exception) -> None:
+    raise error
 
 
 def _app_key(node: object, binding: Binding) -> bool:
