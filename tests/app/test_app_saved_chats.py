@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -335,5 +336,39 @@ def test_the_transcript_stays_where_the_reader_scrolled_and_follows_after_a_resi
             transcript = view.transcript
             assert transcript.scroll_y == transcript.max_scroll_y > 0  # the latest reply
             assert "tok/s" in shown(app, "#chat-status")
+
+    run(scenario())
+
+
+def test_after_switching_canisters_the_chat_goes_on_in_the_new_one(
+    loaded: Path, workdir: Path
+) -> None:
+    (workdir / "settings.json").write_text('{"max_new_tokens": 8}')
+    shutil.copytree(workdir / "state" / "cache", workdir / "state2" / "cache")
+    backend = open_backend(Settings(state_dir=str(workdir / "state2")))
+    try:
+        upload_model(Gpt2Canister(backend), loaded)
+    finally:
+        backend.close()
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await first_chat(pilot, app)
+            first = app.chat_view.conversation
+            assert first is not None
+            before = list(first.tokens)
+            app.store.overrides.pop("state_dir")  # as if started without GPT2_CHAT_STATE_DIR
+            app.apply_settings(replace(app.settings, state_dir="state2"))
+            await connected(pilot)
+            notes = [m.text for m in app.query(ChatMessage) if m.role == "note"]
+            assert notes[-1] == "The backend changed: the next message continues this chat there."
+            await say(pilot, app, "Still there?")
+            second = app.chat_view.conversation
+            assert second is not None and second is not first
+            assert second.tokens[: len(before)] == before  # the chat, read into the new one
+            assert [r for r, _ in transcript(app)] == ["user", "model"] * 3
+            assert len(ChatHistory().load(1).messages) == 6
+            assert ChatHistory().load(1).summary.origin.canister.endswith("state2")
 
     run(scenario())

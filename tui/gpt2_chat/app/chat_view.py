@@ -275,12 +275,10 @@ class ChatView(Pane):
             self._conversation_connection = None
             self.last_stats = None
             self._resume = self._load_saved(self.chat_id) if self.chat_id is not None else None
-            if connection is not None:
-                self.transcript.mount(
-                    ChatMessage(
-                        "note", f"Now on {connection.label}: the next message continues here."
-                    )
-                )
+            where = f"Now on {connection.label}" if connection else "The backend changed"
+            self.transcript.mount(
+                ChatMessage("note", f"{where}: the next message continues this chat there.")
+            )
         self._update_idle_status()
 
     def _status(self, text: str) -> None:
