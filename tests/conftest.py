@@ -15,6 +15,17 @@ from gpt2_chat.client.canister import Gpt2Canister
 from tests.support import OpenCanister
 
 
+@pytest.fixture(autouse=True)
+def saved_chats_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Saved chats go to a directory of the test's own, never the user's data dir (nor the
+    test's working directory, whose listing some tests check)."""
+    data = tmp_path_factory.mktemp("saved-chats")
+    monkeypatch.setenv("GPT2_CHAT_DATA_DIR", str(data))
+    return data
+
+
 @pytest.fixture(scope="session")
 def wasm() -> bytes:
     return shipped_wasm()

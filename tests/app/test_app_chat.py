@@ -11,8 +11,8 @@ import pytest
 from textual.command import CommandList, CommandPalette
 from textual.widgets import Input
 
-from gpt2_chat.app.chat_view import ChatMessage
-from gpt2_chat.client.canister import Gpt2Canister
+from gpt2_chat.app.chat_view import ChatMessage, TurnStats
+from gpt2_chat.client.canister import CanisterError, Gpt2Canister
 from tests.app.helpers import RecordingApp, connected, run, shown, wait_for
 
 SIZE = (100, 30)
@@ -141,7 +141,7 @@ def test_new_chat_copy_and_sampling_settings(loaded: Path, workdir: Path) -> Non
             assert messages(app) == []
             assert app.chat_view.conversation is None
             assert "context 0/128" in shown(app, "#chat-status")
-            await wait_for(pilot, lambda: first.session is None, "the old session deleted")
+            assert first.session is not None  # kept in the canister: the chat is saved
             await say(pilot, app, "Hello again")
             await wait_for(pilot, lambda: not app.chat_view.busy, "a reply in the new chat")
             second = app.chat_view.conversation
@@ -237,5 +237,104 @@ def test_command_palette_lists_and_runs_the_apps_commands(loaded: Path) -> None:
                 lambda: app.query_one("#tabs").active == "settings",  # type: ignore[attr-defined]
                 "the settings tab",
             )
+
+    run(scenario())
+
+
+def test_outgrowing_the_context_says_what_was_dropped_shows_progress_and_esc_stops(
+    loaded: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workdir / "settings.json").write_text('{"max_new_tokens": 30, "tokens_per_call": 30}')
+    original = Gpt2Canister.session_prefill
+    armed = threading.Event()
+    reached = threading.Event()
+    release = threading.Event()
+    after_release: list[int] = []
+    armed_calls: list[int] = []
+
+    def prefill(c: Gpt2Canister, session: int, position: int, tokens: list[int], *a: Any) -> Any:
+        # Four tokens a call, as a big model's budget would; hold the second call of the
+        # rebuild until the test pressed Esc.
+        if armed.is_set():
+            armed_calls.append(position)
+            if len(armed_calls) == 2:
+                reached.set()
+                release.wait(10)
+        if release.is_set():
+            after_release.append(position)
+        return original(c, session, position, tokens[:4], *a)
+
+    monkeypatch.setattr(Gpt2Canister, "session_prefill", prefill)
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            view = app.chat_view
+            for turn in range(30):
+                conversation = view.conversation
+                if conversation is not None and len(conversation.tokens) + 16 + 30 > 128:
+                    break
+                await say(pilot, app, f"Turn {turn} about the weather")
+                await wait_for(pilot, lambda: not view.busy, "a reply")
+            assert conversation is not None and len(conversation.tokens) + 16 + 30 > 128
+            armed.set()
+            await say(pilot, app, "And now something else entirely")
+            await wait_for(pilot, reached.is_set, "the context read again")
+            await pilot.pause(0.1)
+            notes = [m.text for m in app.query(ChatMessage) if m.role == "note"]
+            assert any("the oldest" in n and "no longer in it" in n for n in notes), notes
+            assert "reading the context 4/" in shown(app, "#chat-status")  # the first call
+            await pilot.press("escape")
+            release.set()
+            await wait_for(pilot, lambda: not view.busy, "the rebuild to stop")
+            assert after_release == armed_calls[1:]  # the held call ended; none after Esc
+            assert [m for m in app.query(ChatMessage) if m.role == "model"][-1].note == "stopped"
+            monkeypatch.setattr(Gpt2Canister, "session_prefill", original)
+            await say(pilot, app, "Hello again")
+            await wait_for(pilot, lambda: not view.busy, "a reply after the stop")
+            assert view.last_stats is not None and view.last_stats.context <= 128
+            assert app.messages("error") == []
+
+    run(scenario())
+
+
+def test_one_call_is_singular_and_a_failed_turn_clears_the_old_statistics(
+    loaded: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "· 1 call ·" in str(TurnStats(1, 2.0, 1, 100.0, 10, 128))
+    assert "· 2 calls ·" in str(TurnStats(1, 2.0, 2, 100.0, 10, 128))
+
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            await say(pilot, app, "Hi")
+            await wait_for(pilot, lambda: not app.chat_view.busy, "the reply")
+            assert "tok/s" in shown(app, "#chat-status")
+
+            def refuse(*args: Any, **kwargs: Any) -> Any:
+                raise CanisterError("refused")
+
+            monkeypatch.setattr(Gpt2Canister, "session_generate", refuse)
+            await say(pilot, app, "Again")
+            await wait_for(pilot, lambda: not app.chat_view.busy, "the failure")
+            assert app.messages("error") == ["refused"]
+            assert app.chat_view.last_stats is None
+            assert "tok/s" not in shown(app, "#chat-status")
+
+    run(scenario())
+
+
+def test_ctrl_c_outside_a_text_field_says_how_to_quit_in_plain_text(loaded: Path) -> None:
+    async def scenario() -> None:
+        app = RecordingApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await connected(pilot)
+            app.chat_view.transcript.focus()
+            await pilot.pause()
+            await pilot.press("ctrl+c")
+            await pilot.pause()
+            assert app.messages() == ["Press Ctrl+Q to quit the app"]
 
     run(scenario())

@@ -87,7 +87,7 @@ def test_upload_shows_progress_pauses_and_resumes(
             assert shown(app, "#load-text") == "loaded"
             assert app.query_one("#load-bar", ProgressBar).percentage == 1
             assert shown(app, "#canister-state").startswith("loaded: 2 layers · 16 dims")
-            assert "GPT-2 2×16 loaded" in shown(app, "#connection-bar")
+            assert "GPT-2 2×16 F32 · sha " in shown(app, "#connection-bar")
             assert app.messages("error") == []
 
     run(scenario())

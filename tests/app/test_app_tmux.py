@@ -196,3 +196,42 @@ def test_upload_kill_resume_chat_and_quit_in_a_real_terminal(
     terminal.wait_gone()
     after = (workdir / "settings.json").read_text() if (workdir / "settings.json").exists() else ""
     assert after == saved
+
+
+def test_ctrl_q_at_startup_is_immediate_and_a_chat_survives_a_restart(
+    terminal: Terminal, loaded: Path, workdir: Path
+) -> None:
+    command = str(gpt2_chat_command())
+    (workdir / "settings.json").write_text('{"max_new_tokens": 12}')
+
+    # 1. Without the compiled wasm, opening the backend takes seconds: quit meanwhile.
+    shutil.rmtree(workdir / "state" / "cache")
+    terminal.start(command)
+    terminal.wait_for("connecting")
+    pressed = time.monotonic()
+    terminal.keys("C-q")
+    terminal.wait_gone()
+    assert time.monotonic() - pressed < 1.5  # a second, plus polling on a busy machine
+
+    # 2. Chat, quit.
+    terminal.start(command)
+    terminal.wait_for("GPT-2 2×16 F32 · sha", timeout=60)
+    terminal.type("Hello, who are you?")
+    terminal.keys("Enter")
+    terminal.wait_for("tok/s")
+    terminal.keys("C-q")
+    terminal.wait_gone()
+
+    # 3. Start again: the chat is in the saved list; reopen it and go on.
+    terminal.start(command)
+    terminal.wait_for("GPT-2 2×16 F32 · sha")
+    terminal.keys("C-l")
+    # (The footer names "Saved chats" too: wait for the list's own line.)
+    terminal.wait_for("Hello, who are you?")
+    terminal.keys("Enter")
+    terminal.wait_for("The next message continues it")
+    terminal.type("Go on")
+    terminal.keys("Enter")
+    terminal.wait_for(lambda s: "tok/s" in s and "Go on" in s)
+    terminal.keys("C-q")
+    terminal.wait_gone()

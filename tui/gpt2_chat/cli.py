@@ -10,7 +10,6 @@ import argparse
 import json
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -161,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "add", "remove"])
     p.add_argument("principal", nargs="?", help="for add and remove")
 
-    sub.add_parser("chat", help="interactive chat in the terminal (line mode)")
+    p = sub.add_parser("chat", help="interactive chat in the terminal (line mode); saved")
+    p.add_argument("--list", action="store_true", help="list the saved chats")
+    p.add_argument("--resume", type=int, metavar="ID", help="continue saved chat ID")
     sub.add_parser("tui", help="the terminal app: chat, model upload, replica, settings (default)")
 
     p = sub.add_parser("replica", help="manage the local dfx network")
@@ -231,7 +232,7 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     return new
 
 
-def _check_utf8(text: str, what: str) -> None:
+def check_utf8(text: str, what: str) -> None:
     """Arguments that are not valid UTF-8 reach Python as lone surrogates; say so here
     instead of failing on them deep inside the tokenizer or the terminal."""
     try:
@@ -361,7 +362,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     from gpt2_chat.client.tokenizer import Gpt2Tokenizer
     from gpt2_chat.connect import open_connection
 
-    _check_utf8(args.prompt, "the prompt")
+    check_utf8(args.prompt, "the prompt")
     settings = _with_flags(settings, args)
     with open_connection(settings) as connection:
         conversation = Conversation(
@@ -518,48 +519,16 @@ def cmd_reset(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
-    from gpt2_chat.client.chat import Conversation
-    from gpt2_chat.client.tokenizer import Gpt2Tokenizer
+    from gpt2_chat.client.history import ChatHistory
     from gpt2_chat.connect import open_connection
+    from gpt2_chat.line_chat import print_saved_chats, run_chat
 
+    history = ChatHistory()
+    if args.list:
+        return print_saved_chats(history)
+    saved = history.load(args.resume) if args.resume is not None else None
     with open_connection(settings) as connection:
-        info = connection.canister.model_info()
-        if not info.loaded:
-            raise UsageError(
-                "no model is loaded; run `gpt2-chat prepare gpt2 -o gpt2.safetensors` and "
-                "`gpt2-chat upload gpt2.safetensors` first"
-            )
-        conversation = Conversation(
-            connection.canister,
-            Gpt2Tokenizer(),
-            chat_settings(settings, time_sliced=connection.backend.time_sliced),
-        )
-        print(f"gpt2-chat on {connection.backend.description}. Empty line or Ctrl-D to quit.")
-        while True:
-            try:
-                line = input("you> ")
-            except EOFError:
-                break
-            if not line.strip():
-                break
-            _check_utf8(line, "the message")
-            cancel = threading.Event()
-            print("gpt2>", end="", flush=True)
-            try:
-                result = conversation.send(line, lambda t: print(t, end="", flush=True), cancel)
-            except KeyboardInterrupt:
-                cancel.set()
-                print("\n(stopped)")
-                continue
-            except BaseException:
-                print(flush=True)  # end the streamed line before the error
-                raise
-            print(
-                f"\n  [{len(result.token_ids)} tokens, {result.tokens_per_second:.1f} tok/s, "
-                f"{len(result.calls)} calls, {result.cycles:,} cycles]"
-            )
-        conversation.reset()
-        return 0
+        return run_chat(settings, connection, history, saved)
 
 
 def cmd_tui(args: argparse.Namespace) -> int:

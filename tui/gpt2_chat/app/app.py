@@ -4,6 +4,9 @@ connection they share and its lifecycle."""
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -22,16 +25,18 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from gpt2_chat.client.canister import ModelInfo
+from gpt2_chat.client.history import model_label
 from gpt2_chat.connect import Connection, ConnectionClosed, open_connection
 from gpt2_chat.errors import EXPECTED_ERRORS
 from gpt2_chat.settings import CONNECTION_FIELDS, Settings, SettingsStore
 
-from .chat_view import ChatView
+from .chat_view import ChatView, PromptInput
 from .fmt import connection_label
+from .help_screen import HelpScreen
 from .model_view import ModelView
 from .replica_view import ReplicaView
 from .settings_view import SettingsView
-from .widgets import OneLine, Pane, UiCall
+from .widgets import OneLine, Pane, UiCall, start_daemon
 
 TABS = (
     ("chat", "Chat", "F1"),
@@ -56,11 +61,15 @@ class Gpt2ChatApp(App[None]):
             for tab, label, key in TABS
         ),
         Binding("ctrl+q", "quit", "Quit", tooltip="Quit gpt2-chat", priority=True),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip="This tab's keys"),
     ]
 
     #: The open backend (None while connecting or when it failed).
     connection: reactive[Connection | None] = reactive(None, always_update=True)
-    connecting: reactive[bool] = reactive(False)
+    #: True from the start: the app opens its backend as it starts ("not connected" would be
+    #: wrong until that has been tried).
+    connecting: reactive[bool] = reactive(True)
+    #: Why there is no connection, or why the open one cannot reach the canister.
     connection_error: reactive[str | None] = reactive(None)
     #: What the canister said last (refreshed after uploads, on the model tab, ...).
     model_info: reactive[ModelInfo | None] = reactive(None, always_update=True)
@@ -73,7 +82,10 @@ class Gpt2ChatApp(App[None]):
         super().__init__()
         self.store = store or SettingsStore(flags=flags)
         self.set_reactive(Gpt2ChatApp.settings, self.store.effective)
-        # Connections are opened and closed on worker threads, one at a time.
+        # Connections are opened on daemon threads, one at a time (the embedded runtime
+        # allows one per state dir); `_connection_lock` only guards `_open`, so quitting never
+        # waits for an open in progress.
+        self._opening_lock = threading.Lock()
         self._connection_lock = threading.Lock()
         self._open: Connection | None = None
         self._generation = 0
@@ -102,8 +114,16 @@ class Gpt2ChatApp(App[None]):
         self.reconnect()
         self.query_one(ChatView).on_tab_shown()
 
+    async def action_quit(self) -> None:
+        if self.opening_backend:
+            # Opening the embedded runtime allocates millions of objects; collecting while
+            # the app closes would hold the exit for seconds (on_unmount turns it back on).
+            gc.disable()
+        await super().action_quit()
+
     def on_unmount(self) -> None:
         self.close_connection()
+        gc.enable()
 
     def notify(
         self,
@@ -116,6 +136,22 @@ class Gpt2ChatApp(App[None]):
     ) -> None:
         """Plain text unless asked: messages quote paths and library errors, not markup."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def action_help(self) -> None:
+        """The help screen: what the current tab does and the keys it has now."""
+        if isinstance(self.screen, HelpScreen):
+            return
+        keys = [
+            (self.get_key_display(b.binding), b.binding.description)
+            for b in self.screen.active_bindings.values()
+            if b.binding.description and _app_key(b.node, b.binding)
+        ]
+        tab = self.query_one("#tabs", TabbedContent).active
+        self.push_screen(HelpScreen(tab, keys))
+
+    def action_help_quit(self) -> None:
+        """Ctrl+C outside a text field. Textual's own hint is markup; notify is plain text."""
+        self.notify("Press Ctrl+Q to quit the app", title="Do you want to quit?")
 
     # ------------------------------------------------------------------ threads -> UI
 
@@ -164,36 +200,58 @@ class Gpt2ChatApp(App[None]):
         self.connection_error = None
         self.connecting = True
         self._show_connection()
-        self._connect(self._generation, self.settings)
+        self._start_connect(self._generation, self.settings)
 
-    @work(thread=True, group="connect")
+    def _start_connect(self, generation: int, settings: Settings) -> None:
+        # Not a Textual worker: asyncio waits for those at exit, and opening the embedded
+        # runtime can take seconds (compiling the wasm, reloading the model).
+        start_daemon(partial(self._connect_or_crash, generation, settings), "gpt2-chat-connect")
+
+    def _connect_or_crash(self, generation: int, settings: Settings) -> None:
+        try:
+            self._connect(generation, settings)
+        except Exception as e:  # a bug: crash the app with its traceback, as a worker would
+            self.later(_reraise, e)
+
     def _connect(self, generation: int, settings: Settings) -> None:
-        with self._connection_lock:
-            if self._open is not None:
-                self._open.close()
-                self._open = None
+        with self._opening_lock:
+            with self._connection_lock:
+                old, self._open = self._open, None
+            if old is not None:
+                old.close()
             if generation != self._generation:
-                return  # another reconnect came after this one
+                return  # another reconnect came after this one, or the app quit
             try:
                 connection = open_connection(settings)
             except EXPECTED_ERRORS as e:
                 self.later(self._connect_failed, generation, str(e))
                 return
-            self._open = connection
+            with self._connection_lock:
+                current = generation == self._generation
+                if current:
+                    self._open = connection
+            if not current:
+                connection.close()
+                return
         try:
             info: ModelInfo | None = connection.canister.model_info()
+            error = None
         except EXPECTED_ERRORS as e:
-            info = None
-            self.notify(str(e), severity="error", markup=False, timeout=10)
-        self.later(self._connected, generation, connection, info)
+            info, error = None, str(e)
+        self.later(self._connected, generation, connection, info, error)
 
-    def _connected(self, generation: int, connection: Connection, info: ModelInfo | None) -> None:
+    def _connected(
+        self, generation: int, connection: Connection, info: ModelInfo | None, error: str | None
+    ) -> None:
         if generation != self._generation:
             return
         self.connecting = False
+        self.connection_error = error
         self.connection = connection
         self.model_info = info
         self._show_connection()
+        if error is not None:
+            self.notify(error, title="Cannot reach the canister", severity="error", timeout=15)
 
     def _connect_failed(self, generation: int, message: str) -> None:
         if generation != self._generation:
@@ -203,6 +261,10 @@ class Gpt2ChatApp(App[None]):
         self._show_connection()
         self.notify(message, title="Not connected", severity="error", markup=False, timeout=15)
 
+    @property
+    def opening_backend(self) -> bool:
+        return self._opening_lock.locked()
+
     def close_connection(self) -> None:
         """Stops the views' work and closes the backend (waits for a call in flight)."""
         self._generation += 1
@@ -211,9 +273,9 @@ class Gpt2ChatApp(App[None]):
             if isinstance(cancel, threading.Event):
                 cancel.set()
         with self._connection_lock:
-            if self._open is not None:
-                self._open.close()
-                self._open = None
+            old, self._open = self._open, None
+        if old is not None:
+            old.close()
 
     def refresh_model_info(self) -> None:
         if self.connection is not None:
@@ -226,13 +288,20 @@ class Gpt2ChatApp(App[None]):
         except ConnectionClosed:
             return
         except EXPECTED_ERRORS as e:
-            self.notify(str(e), severity="error", markup=False, timeout=10)
+            self.later(self._model_info_failed, connection, str(e))
             return
         self.later(self._model_info_fetched, connection, info)
 
     def _model_info_fetched(self, connection: Connection, info: ModelInfo) -> None:
         if connection is self.connection:
+            self.connection_error = None  # reachable (again)
             self.model_info = info
+            self._show_connection()
+
+    def _model_info_failed(self, connection: Connection, error: str) -> None:
+        self.notify(error, severity="error", timeout=10)
+        if connection is self.connection:
+            self.connection_error = error
             self._show_connection()
 
     def model_changed(self) -> None:
@@ -253,20 +322,24 @@ class Gpt2ChatApp(App[None]):
             error = self.connection_error or "not connected"
             bar.update(Text.assemble(("✗ ", "bold red"), f"{label}: {error}"))
             return
+        if self.connection_error is not None:
+            bar.update(Text.assemble(("✗ ", "bold red"), f"unreachable: {label}"))
+            return
         info = self.model_info
         if self.model_view.uploading:
             model = "uploading a model (F2)"
         elif info is None:
             model = "model: ?"
         elif info.loaded and info.config is not None:
-            model = f"GPT-2 {info.config.n_layer}×{info.config.n_embd} loaded"
+            # The model first: at 80 columns the end of the line (a long path) is cut.
+            model = f"{model_label(info)} · sha {(info.upload.sha256 or '?')[:8]}"
         elif info.upload.complete:
             model = "model uploaded, not loaded (F2)"
         elif info.upload.received_bytes:
             model = "partial upload (F2 to resume)"
         else:
             model = "no model (F2 to upload one)"
-        bar.update(Text.assemble(("● ", "bold green"), f"{label} · {model}"))
+        bar.update(Text.assemble(("● ", "bold green"), f"{model} · {label}"))
 
     # ------------------------------------------------------------------ settings
 
@@ -371,6 +444,18 @@ class Gpt2ChatApp(App[None]):
         return run
 
 
+def _reraise(error: Exception) -> None:
+    raise error
+
+
+def _app_key(node: object, binding: Binding) -> bool:
+    """Whether the help lists a binding: the app's and the tabs' own keys, not the text
+    editing keys of every input."""
+    if isinstance(node, PromptInput):
+        return binding.action.startswith("recall")
+    return isinstance(node, (App, Pane))
+
+
 def run_app(store: SettingsStore | None = None) -> int:
     """Runs the app until the user quits; 0."""
     app = Gpt2ChatApp(store)
@@ -378,4 +463,10 @@ def run_app(store: SettingsStore | None = None) -> int:
         app.run()
     finally:
         app.close_connection()
+    if app.opening_backend:
+        # Quit while the backend was opening: nothing is left to save, and the interpreter's
+        # final garbage collection would walk the half-built runtime for seconds.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Footer, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -36,6 +36,8 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal():
                 yield Button(self.yes, id="yes", variant="error")
                 yield Button("No", id="no", variant="primary")
+        # Its own footer: the keys of the screen below do nothing while it is open.
+        yield Footer()
 
     def on_mount(self) -> None:
         # The safe answer has focus: Enter on an unread question does nothing harmful.

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gpt2_chat.client.canister import Gpt2Canister, Sampling
+from gpt2_chat.client.canister import CanisterError, Gpt2Canister, Sampling
 from gpt2_chat.client.cycles import chat_call_cost, cost_per_1000_tokens
 from gpt2_chat.client.dts import ONE_SLICE_BUDGET, tokens_fitting
 from gpt2_chat.client.tokenizer import Gpt2Tokenizer
@@ -95,8 +95,38 @@ class ChatSettings:
         return ONE_SLICE_BUDGET if self.one_slice_per_call else self.instruction_budget
 
 
+@dataclass(frozen=True)
+class Trimmed:
+    """The oldest turns left the context so a turn fits; the kept ones are read again."""
+
+    turns: int
+    tokens: int
+    kept: int
+
+
+@dataclass
+class TurnEvents:
+    """What a turn reports as it goes, each on the thread running the turn."""
+
+    #: New reply text, as it streams in.
+    text: Callable[[str], None] | None = None
+    #: Every canister call, as it returns.
+    call: Callable[[CallStats], None] | None = None
+    #: The oldest turns were dropped (before the context is read again).
+    trimmed: Callable[[Trimmed], None] | None = None
+    #: Context tokens read so far, of how many (after each prefill call).
+    reading: Callable[[int, int], None] | None = None
+
+
 class Conversation:
-    """One chat: a canister session plus the transcript it holds."""
+    """One chat: a canister session plus the transcript it holds.
+
+    `tokens` is the conversation as the model sees it (the turns that fit its window);
+    `context` mirrors what the canister's session has cached. They differ only while a
+    turn brings the cache up to date: after dropping old turns (GPT-2's positions are
+    absolute, so every kept token is computed again) or when continuing a saved chat whose
+    session the canister no longer holds.
+    """
 
     def __init__(
         self, canister: Gpt2Canister, tokenizer: Gpt2Tokenizer, settings: ChatSettings
@@ -106,37 +136,53 @@ class Conversation:
         self.settings = settings
         self.session: int | None = None
         self.n_ctx = 1024
-        #: The session's context, mirrored: every token the canister has cached.
-        self.context: list[int] = []
-        #: Turn boundaries in `context`, so the oldest turns can be dropped.
+        self.tokens: list[int] = []
+        #: Turn boundaries in `tokens`, so the oldest turns can be dropped.
         self.turn_starts: list[int] = []
         #: Instructions per generated token in the last generate call (calls included).
         self.generate_cost: float | None = None
+        self.context: list[int] = []
+        #: A saved chat's session, adopted at the next turn if it still holds `tokens`.
+        self._saved_session: int | None = None
+
+    def resume(self, tokens: list[int], turn_starts: list[int], session: int | None) -> None:
+        """Continues a saved conversation. Its session is reused if the canister still
+        holds exactly these tokens; otherwise the next turn reads them into a new one."""
+        self.tokens = list(tokens)
+        self.turn_starts = list(turn_starts)
+        self._saved_session = session
 
     def reset(self) -> None:
         if self.session is not None:
             self.canister.session_delete(self.session)
         self.session = None
-        self.context = []
+        self.tokens = []
         self.turn_starts = []
+        self.context = []
 
     def _ensure_session(self) -> int:
+        if self.session is None and self._saved_session is not None:
+            saved, self._saved_session = self._saved_session, None
+            try:
+                info = self.canister.session_info(saved)
+            except CanisterError:  # evicted, or the canister was reinstalled
+                info = None
+            if info is not None and info.tokens == self.tokens:
+                self.session, self.n_ctx, self.context = info.id, info.n_ctx, list(info.tokens)
         if self.session is None:
             info = self.canister.session_create(self.settings.sampling)
-            self.session, self.n_ctx = info.id, info.n_ctx
+            self.session, self.n_ctx, self.context = info.id, info.n_ctx, []
         return self.session
 
     def send(
         self,
         user_text: str,
-        on_text: Callable[[str], None] | None = None,
+        events: TurnEvents | None = None,
         cancel: threading.Event | None = None,
-        on_call: Callable[[CallStats], None] | None = None,
     ) -> TurnResult:
-        """Adds a user turn and streams the model's reply to `on_text`; `on_call` hears of
-        every canister call as it returns (a progress display counts them)."""
+        """Adds a user turn and streams the model's reply (see `TurnEvents`)."""
         new_ids = self.tokenizer.encode(USER_PREFIX + user_text.strip() + MODEL_PREFIX)
-        return self._turn(new_ids, True, on_text, cancel, on_call)
+        return self._turn(new_ids, True, events or TurnEvents(), cancel)
 
     def complete(
         self,
@@ -145,15 +191,14 @@ class Conversation:
         cancel: threading.Event | None = None,
     ) -> TurnResult:
         """Plain continuation of `prompt` (no chat transcript, no stop strings)."""
-        return self._turn(self.tokenizer.encode(prompt), False, on_text, cancel, None)
+        return self._turn(self.tokenizer.encode(prompt), False, TurnEvents(text=on_text), cancel)
 
     def _turn(
         self,
         new_ids: list[int],
         chat: bool,
-        on_text: Callable[[str], None] | None,
+        events: TurnEvents,
         cancel: threading.Event | None,
-        on_call: Callable[[CallStats], None] | None,
     ) -> TurnResult:
         started = time.monotonic()
         session = self._ensure_session()
@@ -162,11 +207,15 @@ class Conversation:
             raise ValueError(
                 f"the prompt is {len(new_ids)} tokens; the model's context holds {self.n_ctx}"
             )
-        calls = _CallLog(on_call)
-        self._make_room(len(new_ids) + max_new)
-        self.turn_starts.append(len(self.context))
-        prompt = self.context + new_ids
-        self._prefill(session, prompt, calls)
+        calls = _CallLog(events.call)
+        trimmed = self._trim(len(new_ids) + max_new)
+        if trimmed is not None and events.trimmed:
+            events.trimmed(trimmed)
+        prompt = self.tokens + new_ids
+        if not self._prefill(session, prompt, calls, events, cancel):
+            return TurnResult("", [], new_ids, "Cancelled", calls.calls, time.monotonic() - started)
+        self.turn_starts.append(len(self.tokens))
+        self.tokens = prompt
 
         decoder = self.tokenizer.stream_decoder()
         generated: list[int] = []
@@ -191,6 +240,7 @@ class Conversation:
             # The session's context ends at the reply's position: when the context is full,
             # the last token is the one it predicts, which is not added to it.
             self.context = (self.context + reply.tokens)[: reply.position]
+            self.tokens = list(self.context)
             text += decoder.push(reply.tokens)
             cut = _stop_index(text) if chat else None
             if cut is not None:
@@ -198,8 +248,8 @@ class Conversation:
                 stop = "StopString"
             # Hold back a tail that may grow into a stop string in the next call.
             visible = text if cut is not None or not chat else text[: len(text) - _held(text)]
-            if on_text and len(visible) > emitted:
-                on_text(visible[emitted:])
+            if events.text and len(visible) > emitted:
+                events.text(visible[emitted:])
             emitted = max(emitted, len(visible))
             if cut is not None:
                 break
@@ -210,8 +260,8 @@ class Conversation:
                 break
         if stop != "StopString":
             text += decoder.flush()
-            if on_text and len(text) > emitted:
-                on_text(text[emitted:])
+            if events.text and len(text) > emitted:
+                events.text(text[emitted:])
         return TurnResult(
             text=text,
             token_ids=generated,
@@ -221,38 +271,59 @@ class Conversation:
             seconds=time.monotonic() - started,
         )
 
-    def _prefill(self, session: int, prompt: list[int], calls: _CallLog) -> None:
-        """Brings the session's context to `prompt` (which extends or replaces it)."""
-        if prompt[: len(self.context)] != self.context or not self.context:
-            if self.context:
-                self.canister.session_truncate(session, 0)
-            self.context = []
-        pending = prompt[len(self.context) :]
-        while pending:
+    def _prefill(
+        self,
+        session: int,
+        prompt: list[int],
+        calls: _CallLog,
+        events: TurnEvents,
+        cancel: threading.Event | None,
+    ) -> bool:
+        """Brings the session's cache to `prompt`, keeping the prefix it already holds.
+        False when cancelled (between calls; the cache then holds part of it)."""
+        common = 0
+        for cached, wanted in zip(self.context, prompt, strict=False):
+            if cached != wanted:
+                break
+            common += 1
+        if common < len(self.context):
+            self.canister.session_truncate(session, common)
+            self.context = self.context[:common]
+        total = len(prompt) - common
+        if events.reading and total:
+            events.reading(0, total)  # a big model may read for many seconds in one call
+        while len(self.context) < len(prompt):
+            if cancel is not None and cancel.is_set():
+                return False
             reply = self.canister.session_prefill(
-                session, len(self.context), pending, self.settings.call_budget
+                session,
+                len(self.context),
+                prompt[len(self.context) :],
+                self.settings.call_budget,
             )
-            self.context += pending[: reply.consumed]
-            pending = pending[reply.consumed :]
-            calls.add(CallStats("prefill", reply.consumed, reply.instructions, len(pending)))
+            self.context += prompt[len(self.context) : len(self.context) + reply.consumed]
+            remaining = len(prompt) - len(self.context)
+            calls.add(CallStats("prefill", reply.consumed, reply.instructions, remaining))
+            if events.reading:
+                events.reading(len(self.context) - common, total)
+        return True
 
-    def _make_room(self, needed: int) -> None:
-        """Drops the oldest turns until `needed` more tokens fit in the context."""
-        if len(self.context) + needed <= self.n_ctx:
-            return
-        keep_from = len(self.context)
+    def _trim(self, needed: int) -> Trimmed | None:
+        """Drops the oldest turns when `needed` more tokens do not fit. Every kept token
+        is computed again, so it keeps at most half the context: the next drop is then
+        many turns away."""
+        if len(self.tokens) + needed <= self.n_ctx:
+            return None
+        budget = min(self.n_ctx // 2, self.n_ctx - needed)
+        keep_from = len(self.tokens)
         for start in self.turn_starts:
-            if len(self.context) - start + needed <= self.n_ctx:
+            if len(self.tokens) - start <= budget:
                 keep_from = start
                 break
-        kept = self.context[keep_from:]
+        dropped_turns = sum(1 for s in self.turn_starts if s < keep_from)
+        self.tokens = self.tokens[keep_from:]
         self.turn_starts = [s - keep_from for s in self.turn_starts if s >= keep_from]
-        # The positions of every kept token change, so the cache is rebuilt from them.
-        if self.session is not None:
-            self.canister.session_truncate(self.session, 0)
-        self.context = []
-        if kept:
-            self._prefill(self._ensure_session(), kept, _CallLog(None))
+        return Trimmed(turns=dropped_turns, tokens=keep_from, kept=len(self.tokens))
 
 
 class _CallLog:
