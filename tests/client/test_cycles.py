@@ -45,3 +45,10 @@ def test_a_chat_prefill_pays_for_its_prompt_bytes() -> None:
 def test_a_balance_is_low_below_a_hundred_calls() -> None:
     assert balance_is_low(99 * 1_000, 1_000)
     assert not balance_is_low(100 * 1_000, 1_000)
+
+
+def test_bigger_calls_never_cost_more_per_1000_tokens() -> None:
+    # 344 tokens per call is 3 calls, the last one short: 1,000 tokens' instructions, not
+    # 1,032 (counting whole calls overstated big calls above small ones).
+    assert cost_per_1000_tokens(87e6, 344) < cost_per_1000_tokens(87e6, 20)
+    assert cost_per_1000_tokens(87e6, 344) == 3 * 6_400_000 + 34_800_000_000

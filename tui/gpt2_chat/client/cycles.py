@@ -50,11 +50,12 @@ def update_call_cost(instructions: int, ingress_bytes: int = 0) -> CallCost:
 
 
 def cost_per_1000_tokens(instructions_per_token: float, tokens_per_call: int) -> int:
-    """Estimated cycles for 1,000 generated tokens, `tokens_per_call` tokens per update call
-    (a generate call's argument is well under 100 bytes; counted as 100)."""
+    """Estimated cycles for 1,000 generated tokens, `tokens_per_call` tokens per update call:
+    the instructions of 1,000 tokens plus each call's message and ingress fees (a generate
+    call's argument is well under 100 bytes; counted as 100)."""
     calls = -(-1000 // max(tokens_per_call, 1))
-    per_call = update_call_cost(round(instructions_per_token * tokens_per_call), 100).total
-    return calls * per_call
+    instructions = round(1000 * instructions_per_token)
+    return calls * update_call_cost(0, 100).total + instructions * TEN_INSTRUCTIONS_FEE // 10
 
 
 #: Bytes of a prefill call's argument per prompt token (a Candid `vec nat32`).
