@@ -137,3 +137,14 @@ def test_a_user_budget_overrides_the_slice() -> None:
     chat = Conversation(CostModelCanister("f32"), Gpt2Tokenizer(), settings)  # type: ignore[arg-type]
     result = chat.complete(PROMPT)
     assert max(slices(c.instructions) for c in result.calls) == 4
+
+
+def test_a_budget_stop_ends_the_call_not_the_turn_without_slicing_too() -> None:
+    """`generate --max-tokens 1000` in the embedded runtime: each call stops at the budget
+    (~340 int8 tokens at 30B) and the next goes on (it used to end the turn at the first)."""
+    settings = ChatSettings(max_new_tokens=60, tokens_per_call=64, instruction_budget=10**9)
+    chat = Conversation(CostModelCanister("f32"), Gpt2Tokenizer(), settings)  # type: ignore[arg-type]
+    result = chat.complete(PROMPT)
+    generate = [c for c in result.calls if c.kind == "generate"]
+    assert len(generate) > 1
+    assert len(result.token_ids) == 60 and result.stop == "MaxTokens"

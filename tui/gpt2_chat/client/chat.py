@@ -253,9 +253,11 @@ class Conversation:
             emitted = max(emitted, len(visible))
             if cut is not None:
                 break
-            # A call cut at one slice by the canister's own estimate only ends the call.
-            sliced = self.settings.one_slice_per_call and reply.stop == "InstructionBudget"
-            if reply.stop != "MaxTokens" and not (sliced and reply.tokens):
+            # A call cut at its instruction budget (one slice, or the user's or canister's
+            # budget) only ends the call: the next one goes on. One that fits no token ends
+            # the turn.
+            budget_cut = reply.stop == "InstructionBudget" and reply.tokens
+            if reply.stop != "MaxTokens" and not budget_cut:
                 stop = reply.stop
                 break
         if stop != "StopString":
