@@ -94,7 +94,7 @@ class Terminal:
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what!r}; the screen:\n{screen}")
 
-    def show_tab(self, key: str, footer: str, attempts: int = 3) -> str:
+    def show_tab(self, key: str, footer: str, attempts: int = 6) -> str:
         """Presses a tab's function key until its footer shows. On a loaded machine the
         terminal can deliver an F-key's escape sequence in two reads, which reads as Esc
         and two letters; pressing an F-key again is harmless."""
