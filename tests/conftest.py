@@ -14,6 +14,10 @@ from gpt2_chat.backends.embedded.runtime import Limits
 from gpt2_chat.client.canister import Gpt2Canister
 from tests.support import OpenCanister
 
+# Its asserts explain themselves in failures; registered here because tests/embedded imports
+# it before tests/faults/conftest.py is read.
+pytest.register_assert_rewrite("tests.faults.support")
+
 
 @pytest.fixture(autouse=True)
 def saved_chats_dir(

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.register_assert_rewrite("tests.faults.support")
-
-from tests.faults.support import Cli  # noqa: E402
+from tests.faults.support import Cli
 
 
 @pytest.fixture(scope="session")
