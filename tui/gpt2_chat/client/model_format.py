@@ -110,11 +110,6 @@ _BLOCK_SHAPES: dict[str, Callable[[int, int], tuple[int, ...]]] = {
 }
 
 
-def block_parts() -> tuple[str, ...]:
-    """Names of a transformer block's tensors, after `h.<i>.`."""
-    return tuple(_BLOCK_SHAPES)
-
-
 def required_tensors(c: Gpt2Config) -> Iterator[str]:
     """Every tensor a GPT-2 with config `c` needs (`lm_head.weight` is optional: tied)."""
     yield from ("wte.weight", "wpe.weight")
